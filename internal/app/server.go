@@ -1,0 +1,244 @@
+// Package app wires moorage's parts into the processes the CLI starts: the
+// server (API server, store, controllers) and, in `moorage up`, the agent. It
+// is the only package that imports everything.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/rest"
+
+	"github.com/moorage/moorage/internal/apiserver"
+	"github.com/moorage/moorage/internal/apiserver/openapi"
+	"github.com/moorage/moorage/internal/fsutil"
+	"github.com/moorage/moorage/internal/pki"
+	"github.com/moorage/moorage/internal/registry"
+	"github.com/moorage/moorage/internal/store"
+	"github.com/moorage/moorage/internal/store/embedded"
+)
+
+// Version is moorage's own version, set at build time with -ldflags.
+var Version = "v0.1.0-dev"
+
+// KubernetesVersion is the Kubernetes API version moorage serves; /version
+// reports it, and the kubectl dispatcher picks its kubectl by its minor.
+var KubernetesVersion = version.Info{Major: "1", Minor: "33", GitVersion: "v1.33.0-moorage"}
+
+// ServerOptions configure a server.
+type ServerOptions struct {
+	DataDir string // state, certificates, kubeconfig
+	Listen  string // host:port; port 0 picks a free one
+	Logger  *slog.Logger
+}
+
+// Server is a running moorage server.
+type Server struct {
+	URL        string
+	Kubeconfig string
+	// Loopback is the client configuration of in-process controllers.
+	Loopback *rest.Config
+	Ready    time.Duration
+
+	log    *slog.Logger
+	http   *http.Server
+	store  store.Store
+	lock   *fsutil.Lock
+	cancel context.CancelFunc
+	// cancelServe ends the context of every request in flight.
+	cancelServe context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+// StartServer starts the API server on opts.Listen with its state under
+// opts.DataDir and returns once it serves requests.
+func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
+	start := time.Now()
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	lock, err := fsutil.TryLock(filepath.Join(dir, "moorage.lock"))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, fmt.Errorf("another moorage is already running with data dir %s: %w; stop it first, or use another --data-dir", dir, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{log: log, lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeResources()
+		}
+	}()
+
+	if s.store, err = embedded.Open(filepath.Join(dir, "state.db"), embedded.Options{}); err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	token, err := ensureToken(filepath.Join(dir, "token"))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", opts.Listen, err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	caPEM, cert, err := pki.Ensure(pki.Files{Dir: filepath.Join(dir, "tls")}, []string{host, "127.0.0.1", "::1", "localhost"})
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	s.URL = "https://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+
+	scheme := NewScheme()
+	reg := registry.Builtin()
+	info := KubernetesVersion
+	info.GoVersion, info.Compiler, info.Platform = runtime.Version(), runtime.Compiler, runtime.GOOS+"/"+runtime.GOARCH
+	info.GitTreeState, info.BuildDate = "clean", "1970-01-01T00:00:00Z"
+	api, err := apiserver.New(apiserver.Config{
+		Store: s.store, Registry: reg, Scheme: scheme,
+		Authenticate:    apiserver.TokenAuthenticator(token),
+		OpenAPI:         lazyOpenAPI(reg),
+		Version:         info,
+		ExternalAddress: net.JoinHostPort(host, strconv.Itoa(addr.Port)),
+		Logger:          log,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	// Requests run in serveCtx, which Shutdown cancels first so that long
+	// watches end at once instead of holding the shutdown up.
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	s.cancelServe = cancelServe
+	s.http = &http.Server{
+		Handler:           api,
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("API server stopped", "err", err)
+		}
+	}()
+
+	if err := api.Bootstrap(ctx); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	s.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(s.Kubeconfig, s.URL, caPEM, token); err != nil {
+		return nil, err
+	}
+	s.Loopback = restConfig(s.URL, caPEM, token)
+	api.MarkReady()
+
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		store.RunCompactor(bg, s.store, 5*time.Minute)
+	}()
+	if err := startControllers(bg, &s.wg, s.Loopback, reg, log); err != nil {
+		return nil, err
+	}
+	s.Ready = time.Since(start)
+	ok = true
+	return s, nil
+}
+
+// Shutdown stops serving, ends controllers and releases the store and lock.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.cancelServe()
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		_ = s.http.Close()
+	}
+	s.wg.Wait()
+	s.closeResources()
+	return err
+}
+
+func (s *Server) closeResources() {
+	if s.cancelServe != nil {
+		s.cancelServe()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+	if s.lock != nil {
+		_ = s.lock.Unlock()
+	}
+}
+
+// lazyOpenAPI builds the OpenAPI documents on first use: only kubectl's
+// create/apply/edit/explain need them, and start-up stays fast.
+func lazyOpenAPI(reg *registry.Registry) http.Handler {
+	var once sync.Once
+	var h http.Handler
+	var buildErr error
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			var rs []openapi.Resource
+			for _, res := range reg.All() {
+				r := openapi.Resource{GVK: res.GVK, ListGVK: res.ListGVK(), Plural: res.Plural, Namespaced: res.Namespaced, Verbs: res.Verbs()}
+				if res.Status {
+					r.Subresources = append(r.Subresources, "status")
+				}
+				if res.Scale != nil {
+					r.Subresources = append(r.Subresources, "scale")
+				}
+				rs = append(rs, r)
+			}
+			h, buildErr = openapi.New(NewScheme(), rs)
+		})
+		if buildErr != nil {
+			http.Error(w, buildErr.Error(), http.StatusInternalServerError)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// CompactNow discards all history up to the current revision: watches and
+// paged lists from older resourceVersions then get 410 Gone, as after a long
+// time in production. For tests and benchmarks.
+func (s *Server) CompactNow(ctx context.Context) error {
+	rev, err := s.store.CurrentRevision(ctx)
+	if err != nil {
+		return err
+	}
+	return s.store.Compact(ctx, rev)
+}

@@ -1,0 +1,101 @@
+// Package cli is moorage's command line: it parses flags and hands over to
+// package app. `moorage kubectl` runs the embedded, unmodified kubectl.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moorage/moorage/internal/app"
+)
+
+// Main runs the command line with args (without the program name) and
+// returns the exit code.
+func Main(args []string) int {
+	if len(args) > 0 && args[0] == "kubectl" {
+		return runKubectl(args[1:])
+	}
+	root := &cobra.Command{
+		Use:           "moorage",
+		Short:         "Kubernetes' storage system — volumes, claims, classes, CSI, StatefulSets — as one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(upCommand("up", "Run the server and this machine's agent in one process (the default way to run moorage)"),
+		upCommand("server", "Run the API server, controllers and scheduler alone"),
+		versionCommand(),
+		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "moorage:", err)
+		return 1
+	}
+	return 0
+}
+
+// DefaultDataDir is ~/.moorage.
+func DefaultDataDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".moorage"
+	}
+	return filepath.Join(home, ".moorage")
+}
+
+func upCommand(name, short string) *cobra.Command {
+	var opts app.ServerOptions
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			return runServer(cmd.Context(), cmd.OutOrStdout(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.DataDir, "data-dir", DefaultDataDir(), "directory for state, certificates and the kubeconfig")
+	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:6443", "address (host:port) the API server listens on")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func runServer(ctx context.Context, out io.Writer, opts app.ServerOptions) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := app.StartServer(ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "moorage %s is ready at %s (in %d ms)\nkubeconfig: %s\n  kubectl --kubeconfig %s get ns\n",
+		app.Version, srv.URL, srv.Ready.Milliseconds(), srv.Kubeconfig, srv.Kubeconfig)
+	<-ctx.Done()
+	fmt.Fprintln(out, "moorage: shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print moorage's version and the Kubernetes API version it serves",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "moorage %s (Kubernetes API %s)\n", app.Version, app.KubernetesVersion.GitVersion)
+		},
+	}
+}

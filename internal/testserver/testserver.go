@@ -1,0 +1,50 @@
+// Package testserver starts a real moorage server in-process for tests: a
+// fresh data directory, a random loopback port, stopped at the test's end.
+package testserver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/moorage/moorage/internal/app"
+)
+
+// Start starts a server and registers its shutdown with t.Cleanup.
+func Start(t testing.TB) *app.Server {
+	t.Helper()
+	return StartIn(t, t.TempDir())
+}
+
+// StartIn starts a server on dataDir (to test restarts on the same state).
+func StartIn(t testing.TB, dataDir string) *app.Server {
+	t.Helper()
+	srv, err := app.StartServer(context.Background(), app.ServerOptions{
+		DataDir: dataDir,
+		Listen:  "127.0.0.1:0",
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("starting moorage: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv
+}
+
+// Client returns a typed client-go clientset for srv (it sends protobuf).
+func Client(t testing.TB, srv *app.Server) kubernetes.Interface {
+	t.Helper()
+	c, err := kubernetes.NewForConfig(srv.Loopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
