@@ -230,6 +230,9 @@ func finalizersFor(res *registry.Resource, current []string, opts metav1.DeleteO
 		}
 		policy = &p
 	}
+	if policy == nil && res.DefaultDeletePolicy != "" {
+		policy = &res.DefaultDeletePolicy
+	}
 	if policy == nil {
 		return out
 	}

@@ -82,6 +82,10 @@ func (s *Server) parse(parts []string) (*request, error) {
 	if req.namespace != "" && !res.Namespaced {
 		return nil, pathNotFound("")
 	}
+	if res.Namespaced && req.namespace == "" && req.name != "" {
+		// Only collections of namespaced resources span all namespaces.
+		return nil, pathNotFound("")
+	}
 	if req.subresource != "" && !hasSubresource(res, req.subresource) {
 		return nil, pathNotFound("")
 	}

@@ -240,9 +240,12 @@ func (s *Server) admitNamespace(ctx context.Context, res *registry.Resource, ns,
 	if err != nil {
 		return err
 	}
-	if obj.(*corev1.Namespace).Status.Phase == corev1.NamespaceTerminating && res.Plural != "events" {
-		return apierrors.NewForbidden(res.GroupResource(), name,
+	if obj.(*corev1.Namespace).Status.Phase == corev1.NamespaceTerminating {
+		err := apierrors.NewForbidden(res.GroupResource(), name,
 			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+		err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{
+			Type: corev1.NamespaceTerminatingCause, Message: fmt.Sprintf("namespace %s is being terminated", ns), Field: "metadata.namespace"})
+		return err
 	}
 	return nil
 }
@@ -293,6 +296,11 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) er
 	result, created, err := s.guaranteedUpdate(r.Context(), req, opts, func(cur runtime.Object) (runtime.Object, error) {
 		if rv := m(obj).GetResourceVersion(); rv != "" && rv != m(cur).GetResourceVersion() {
 			return nil, apierrors.NewConflict(req.res.GroupResource(), req.name, errors.New(errModified))
+		}
+		if uid := m(obj).GetUID(); uid != "" && uid != m(cur).GetUID() {
+			// As upstream: a uid in the body is a precondition.
+			return nil, apierrors.NewConflict(req.res.GroupResource(), req.name,
+				fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, m(cur).GetUID()))
 		}
 		return obj.DeepCopyObject(), nil
 	}, func(obj runtime.Object) (runtime.Object, error) {

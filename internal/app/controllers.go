@@ -7,11 +7,23 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/moorage/moorage/internal/controller/gc"
+	"github.com/moorage/moorage/internal/controller/namespace"
 	"github.com/moorage/moorage/internal/registry"
 )
 
 // startControllers starts the server's reconcile loops, each on its own
 // client of the API, as any controller would run against Kubernetes.
 func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, reg *registry.Registry, log *slog.Logger) error {
+	collector, err := gc.New(cfg, reg, log, gc.Options{})
+	if err != nil {
+		return err
+	}
+	namespaces, err := namespace.New(cfg, reg, log, namespace.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { collector.Run(ctx) })
+	wg.Go(func() { namespaces.Run(ctx) })
 	return nil
 }

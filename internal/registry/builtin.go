@@ -96,6 +96,7 @@ func Builtin() *Registry {
 	rc.ShortNames, rc.Categories, rc.Status, rc.Generation = []string{"rc"}, []string{"all"}, true, true
 	rc.Scale = &ScaleAccess{Selector: MapSelectorOf}
 	rc.PrepareForCreate = ClearStatus
+	rc.DefaultDeletePolicy = metav1.DeletePropagationOrphan // core/v1's legacy default, as upstream
 
 	sc := in(storagev1.SchemeGroupVersion, "StorageClass", "storageclasses", "storageclass", false)
 	sc.ShortNames = []string{"sc"}

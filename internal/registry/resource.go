@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -38,6 +39,9 @@ type Resource struct {
 	AllowCreateOnUpdate bool
 	// ReturnDeletedObject answers DELETE with the object instead of a Status.
 	ReturnDeletedObject bool
+	// DefaultDeletePolicy is the propagation policy of a DELETE that names
+	// none; "" keeps the object's own finalizers (upstream's default).
+	DefaultDeletePolicy metav1.DeletionPropagation
 	// StorageResource, if set, stores objects under another resource's keys
 	// (events.k8s.io/v1 events are core/v1 events). Convert maps between them.
 	StorageResource *Resource

@@ -11,8 +11,9 @@ import (
 	"github.com/moorage/moorage/internal/store"
 )
 
-// compactChunk bounds the log entries one compaction transaction deletes.
-const compactChunk = 10000
+// defaultCompactChunk bounds the log entries one compaction transaction
+// deletes (Store.compactChunk; tests lower it).
+const defaultCompactChunk = 10000
 
 // Compact implements store.Store: afterwards Lists at revisions < revision
 // and Watches after revisions < revision fail with store.ErrCompacted.
@@ -58,7 +59,7 @@ func (s *Store) Compact(ctx context.Context, revision int64) error {
 	}
 }
 
-// deleteLogChunk deletes up to compactChunk log entries <= upTo, oldest
+// deleteLogChunk deletes up to s.compactChunk log entries <= upTo, oldest
 // first, and reports whether none are left.
 func (s *Store) deleteLogChunk(upTo int64) (done bool, err error) {
 	tx, err := s.db.Begin(true)
@@ -69,7 +70,7 @@ func (s *Store) deleteLogChunk(upTo int64) (done bool, err error) {
 	logb := tx.Bucket(bucketLog)
 	var keys [][]byte
 	c := logb.Cursor()
-	for k, _ := c.First(); k != nil && len(keys) < compactChunk; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil && len(keys) < s.compactChunk; k, _ = c.Next() {
 		rev, err := parseRevKey(k)
 		if err != nil {
 			return false, err

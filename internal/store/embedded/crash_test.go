@@ -3,6 +3,7 @@ package embedded
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -180,8 +181,12 @@ func verifyCrashedStore(t *testing.T, path string, acks []ack) {
 	var current map[string]store.KeyValue
 	logHashes := make(map[int64]string) // revision -> hash of the value written
 	err := s.db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return fmt.Errorf("bbolt check: %w", err)
+		var checkErr error
+		for err := range tx.Check() { // drain: the checker reads the tx until done
+			checkErr = cmp.Or(checkErr, err)
+		}
+		if checkErr != nil {
+			return fmt.Errorf("bbolt check: %w", checkErr)
 		}
 		rev, _, err := readMeta(tx)
 		if err != nil {

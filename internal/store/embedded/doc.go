@@ -65,7 +65,7 @@
 // # Compaction
 //
 // Compact(C) first records C in meta, then deletes the log entries <= C in
-// transactions of compactChunk entries, so that writers wait for at most one
+// transactions of defaultCompactChunk entries, so that writers wait for at most one
 // chunk. A reader checks C in the same transaction in which it reads the log,
 // so it never sees a partly deleted history as complete. There is no
 // automatic compaction: the API server calls Compact.

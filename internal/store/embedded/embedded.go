@@ -58,6 +58,8 @@ type Store struct {
 	hub       hub
 	compacted atomic.Int64 // compacted revision, as committed
 	compactMu sync.Mutex   // one Compact at a time
+
+	compactChunk int // log entries deleted per compaction transaction
 }
 
 var _ store.Store = (*Store)(nil)
@@ -72,7 +74,7 @@ func Open(path string, opts Options) (*Store, error) {
 		NoFreelistSync: true, // rebuilt at open; commits stay durable
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("embedded: open %s: %w (waited %v: %w)", path, ErrLocked, opts.LockTimeout, err)
+		return nil, fmt.Errorf("%w: %s (waited %v: %w)", ErrLocked, path, opts.LockTimeout, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
@@ -110,6 +112,8 @@ func Open(path string, opts Options) (*Store, error) {
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		hub:        hub{watchers: make(map[*watcher]struct{})},
+
+		compactChunk: defaultCompactChunk,
 	}
 	s.hub.rev.Store(rev)
 	s.compacted.Store(compacted)

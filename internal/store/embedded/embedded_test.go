@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/moorage/moorage/internal/store"
 	"github.com/moorage/moorage/internal/store/storetest"
@@ -18,6 +21,21 @@ func openTest(t *testing.T, path string, opts Options) *Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// recv returns the next event of w, failing t if the watch ends or stalls.
+func recv(t *testing.T, w store.WatchResult) store.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-w.Events:
+		if !ok {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	panic("unreachable")
 }
 
 func TestConformance(t *testing.T) {
@@ -72,7 +90,7 @@ func TestReopenKeepsRevisionsValuesAndHistory(t *testing.T) {
 		key string
 		rev int64
 	}{{store.Created, "/b", 2}, {store.Updated, "/a", 3}, {store.Deleted, "/b", 4}, {store.Created, "/c", 5}} {
-		ev := <-w.Events
+		ev := recv(t, w)
 		if ev.Type != want.typ || ev.KV.Key != want.key || ev.KV.ModRevision != want.rev {
 			t.Fatalf("event %v %s@%d, want %v %s@%d", ev.Type, ev.KV.Key, ev.KV.ModRevision, want.typ, want.key, want.rev)
 		}
@@ -90,14 +108,11 @@ func TestOpenLockedFileFailsFast(t *testing.T) {
 	t.Log(err)
 }
 
-// TestLongHistory replays more history than one read chunk, and lists at a
-// revision behind more log entries than that.
-func TestLongHistory(t *testing.T) {
-	const writers, perWriter = 50, 60 // 3000 writes > 2*historyChunk
-	ctx := t.Context()
-	s := openTest(t, filepath.Join(t.TempDir(), "store.db"), Options{WatchBuffer: 10})
-	defer s.Close()
-	first, err := s.Create(ctx, "/h/first", []byte("v"))
+// writeHistory creates writers*perWriter keys under /h/ concurrently after
+// a first key, and returns that first key.
+func writeHistory(t *testing.T, s *Store, writers, perWriter int) store.KeyValue {
+	t.Helper()
+	first, err := s.Create(t.Context(), "/h/first", []byte("v"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +120,7 @@ func TestLongHistory(t *testing.T) {
 	for g := range writers {
 		wg.Go(func() {
 			for i := range perWriter {
-				if _, err := s.Create(ctx, fmt.Sprintf("/h/%02d/%02d", g, i), []byte("v")); err != nil {
+				if _, err := s.Create(t.Context(), fmt.Sprintf("/h/%02d/%02d", g, i), []byte("v")); err != nil {
 					t.Error(err)
 					return
 				}
@@ -113,6 +128,17 @@ func TestLongHistory(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	return first
+}
+
+// TestLongHistory replays more history than one read chunk, and lists at a
+// revision behind more log entries than that.
+func TestLongHistory(t *testing.T) {
+	const writes = 3000 // > 2*historyChunk
+	ctx := t.Context()
+	s := openTest(t, filepath.Join(t.TempDir(), "store.db"), Options{WatchBuffer: 10})
+	defer s.Close()
+	first := writeHistory(t, s, 50, writes/50)
 	res, err := s.List(ctx, "/h/", store.ListOptions{Revision: first.ModRevision})
 	if err != nil || len(res.KVs) != 1 || res.KVs[0].Key != "/h/first" {
 		t.Fatalf("List at the first revision = %d keys, %v; want /h/first only", len(res.KVs), err)
@@ -121,10 +147,72 @@ func TestLongHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rev := first.ModRevision + 1; rev <= writers*perWriter+1; rev++ {
-		ev, ok := <-w.Events
-		if !ok || ev.KV.ModRevision != rev {
-			t.Fatalf("event at %d (open %v, err %v), want %d", ev.KV.ModRevision, ok, w.Err(), rev)
+	for rev := first.ModRevision + 1; rev <= writes+1; rev++ {
+		if ev := recv(t, w); ev.KV.ModRevision != rev {
+			t.Fatalf("event at %d, want %d", ev.KV.ModRevision, rev)
 		}
 	}
+}
+
+// TestCompactDuringReplay ends a watch with ErrCompacted when history it has
+// not replayed yet is compacted.
+func TestCompactDuringReplay(t *testing.T) {
+	ctx := t.Context()
+	s := openTest(t, filepath.Join(t.TempDir(), "store.db"), Options{})
+	defer s.Close()
+	first := writeHistory(t, s, 50, 60)
+	w, err := s.Watch(ctx, "/h/", first.ModRevision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, w) // the first history chunk has been read
+	cur, _ := s.CurrentRevision(ctx)
+	if err := s.Compact(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	n := 1
+	for range w.Events {
+		n++
+	}
+	if !errors.Is(w.Err(), store.ErrCompacted) || n > historyChunk {
+		t.Fatalf("watch ended after %d events with %v, want at most %d and ErrCompacted", n, w.Err(), historyChunk)
+	}
+}
+
+// TestCompactInChunks compacts a log several chunks long, in order.
+func TestCompactInChunks(t *testing.T) {
+	ctx := t.Context()
+	s := openTest(t, filepath.Join(t.TempDir(), "store.db"), Options{})
+	defer s.Close()
+	s.compactChunk = 100
+	writeHistory(t, s, 10, 100)
+	keep := int64(750)
+	if err := s.Compact(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	oldest, n := logSpan(t, s)
+	if cur, _ := s.CurrentRevision(ctx); oldest != keep+1 || int64(n) != cur-keep {
+		t.Fatalf("log holds %d entries from %d, want %d from %d", n, oldest, cur-keep, keep+1)
+	}
+	res, err := s.List(ctx, "/h/", store.ListOptions{Revision: keep})
+	if err != nil || len(res.KVs) != int(keep) {
+		t.Fatalf("List at the compacted revision: %d keys, %v; want %d", len(res.KVs), err, keep)
+	}
+}
+
+// logSpan returns the oldest revision in the log and its number of entries.
+func logSpan(t *testing.T, s *Store) (oldest int64, n int) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLog)
+		n = b.Stats().KeyN
+		k, _ := b.Cursor().First()
+		var err error
+		oldest, err = parseRevKey(k)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oldest, n
 }

@@ -39,7 +39,7 @@ func (h *hub) publish(events []store.Event, rev int64) {
 			}
 			select {
 			case w.live <- ev:
-			case <-w.stop:
+			default:
 				delete(h.watchers, w)
 				w.finish(store.ErrSlowConsumer)
 			}

@@ -187,8 +187,11 @@ func checkStream(got, want []int64, lo, hi int64) error {
 	if got[0] <= lo || (i > 0 && want[i-1] > hi) {
 		return fmt.Errorf("stream starts at revision %d: missed or replayed writes (start in [%d, %d])", got[0], lo, hi)
 	}
-	if !slices.Equal(got, want[i:]) {
-		return fmt.Errorf("got revisions %v, want %v", got, want[i:])
+	want = want[i:]
+	for j := range max(len(got), len(want)) {
+		if j >= len(got) || j >= len(want) || got[j] != want[j] {
+			return fmt.Errorf("stream from revision %d differs at event %d: got %v, want %v", got[0], j, window(got, j), window(want, j))
+		}
 	}
 	return nil
 }
@@ -255,4 +258,10 @@ func testWatchCancel(t *testing.T, newStore NewStore) {
 		t.Fatalf("Err after cancel = %v, want nil", err)
 	}
 	mustCreate(t, s, "/c/2", "v") // the store goes on
+}
+
+// window returns revs[i:] shortened for messages.
+func window(revs []int64, i int) []int64 {
+	revs = revs[min(i, len(revs)):]
+	return revs[:min(len(revs), 5)]
 }
