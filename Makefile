@@ -1,0 +1,37 @@
+# The habits of the project, as targets. See README.md.
+GO      ?= go
+BIN     := bin/moorage
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/moorage/moorage/internal/app.Version=$(VERSION)
+
+.PHONY: build up test unit e2e bench lint verify clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/moorage
+
+# up builds moorage and runs it in the foreground (Ctrl-C stops it).
+up: build
+	./$(BIN) up
+
+# test installs what the tests need, then runs every test (unit, conformance,
+# crash, e2e with the real kubectl 1.27-1.33).
+test:
+	./hack/install-test-deps.sh
+	$(GO) test -count=1 -timeout 20m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+e2e:
+	./hack/install-test-deps.sh
+	$(GO) test -count=1 -timeout 15m ./test/e2e/
+
+bench:
+	./bench/run.sh
+
+lint verify:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
