@@ -141,6 +141,9 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return serveCtx },
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 30 * time.Second,
+		// Informers keep one watch per resource on one connection; upstream
+		// allows 1,000 streams per HTTP/2 connection (Go's default is 250).
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	s.wg.Add(1)
