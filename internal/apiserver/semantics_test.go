@@ -276,3 +276,18 @@ func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestPutCreatesWhereTheResourceAllowsIt(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "svc"}}
+	got, err := c.CoreV1().Endpoints("default").Update(ctx, ep, metav1.UpdateOptions{})
+	if err != nil || got.UID == "" {
+		t.Fatalf("PUT of a missing Endpoints (create on update): %v", err)
+	}
+	_, err = c.CoreV1().ConfigMaps("default").Update(ctx, cm("missing", nil), metav1.UpdateOptions{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("PUT of a missing ConfigMap: want NotFound, got %v", err)
+	}
+}

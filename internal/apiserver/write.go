@@ -294,6 +294,9 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) er
 		return err
 	}
 	result, created, err := s.guaranteedUpdate(r.Context(), req, opts, func(cur runtime.Object) (runtime.Object, error) {
+		if cur == nil { // create on update
+			return obj.DeepCopyObject(), nil
+		}
 		if rv := m(obj).GetResourceVersion(); rv != "" && rv != m(cur).GetResourceVersion() {
 			return nil, apierrors.NewConflict(req.res.GroupResource(), req.name, errors.New(errModified))
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/moorage/moorage/internal/apiserver"
 	"github.com/moorage/moorage/internal/apiserver/openapi"
 	"github.com/moorage/moorage/internal/fsutil"
+	"github.com/moorage/moorage/internal/memtrim"
 	"github.com/moorage/moorage/internal/pki"
 	"github.com/moorage/moorage/internal/registry"
 	"github.com/moorage/moorage/internal/store"
@@ -176,6 +177,9 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	}
 	s.Ready = time.Since(start)
 	ok = true
+	// Give back the executable pages only start-up touched (see memtrim),
+	// once the first requests have had a moment to fault in what they use.
+	time.AfterFunc(2*time.Second, func() { _, _ = memtrim.ReleaseExecutablePages() })
 	return s, nil
 }
 

@@ -36,7 +36,6 @@ func KeepAllButStatus(obj, old runtime.Object) {
 		saved.Set(status)
 	}
 	nm, _ := meta.Accessor(obj)
-	om, _ := meta.Accessor(old)
 	// Fields a status write may change in metadata: none of upstream's
 	// ResetObjectMetaForStatus list (labels, annotations, finalizers, owners,
 	// deletion timestamp, generation).
@@ -49,7 +48,6 @@ func KeepAllButStatus(obj, old runtime.Object) {
 	nm, _ = meta.Accessor(obj)
 	nm.SetResourceVersion(rv)
 	nm.SetManagedFields(managed)
-	_ = om
 }
 
 // SpecChanged tells whether anything outside metadata and status differs,
