@@ -21,14 +21,6 @@ import (
 // patch answers PATCH of an object or its status or scale, with JSON patch,
 // merge patch, strategic merge patch or server-side apply.
 func (s *Server) patch(w http.ResponseWriter, r *http.Request, req *request) error {
-	opts, err := parseWriteOptions(r)
-	if err != nil {
-		return err
-	}
-	out, err := s.negotiate(r, false)
-	if err != nil {
-		return err
-	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	pt := types.PatchType(mt)
 	switch pt {
@@ -38,7 +30,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req *request) err
 			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s, %s, %s, %s",
 				types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType, types.ApplyYAMLPatchType), 0, false)
 	}
-	body, err := readBody(r)
+	opts, out, body, err := s.beginWrite(r)
 	if err != nil {
 		return err
 	}

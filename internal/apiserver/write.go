@@ -80,17 +80,24 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// create answers POST to a collection.
-func (s *Server) create(w http.ResponseWriter, r *http.Request, req *request) error {
+// beginWrite reads what every write starts with: the query's options, the
+// response format, and the body.
+func (s *Server) beginWrite(r *http.Request) (writeOptions, output, []byte, error) {
 	opts, err := parseWriteOptions(r)
 	if err != nil {
-		return err
+		return opts, output{}, nil, err
 	}
 	out, err := s.negotiate(r, false)
 	if err != nil {
-		return err
+		return opts, out, nil, err
 	}
 	body, err := readBody(r)
+	return opts, out, body, err
+}
+
+// create answers POST to a collection.
+func (s *Server) create(w http.ResponseWriter, r *http.Request, req *request) error {
+	opts, out, body, err := s.beginWrite(r)
 	if err != nil {
 		return err
 	}
@@ -270,15 +277,7 @@ func addWarnings(w http.ResponseWriter, warnings []string) {
 
 // update answers PUT of an object, its status, scale or (namespaces) finalize.
 func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) error {
-	opts, err := parseWriteOptions(r)
-	if err != nil {
-		return err
-	}
-	out, err := s.negotiate(r, false)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(r)
+	opts, out, body, err := s.beginWrite(r)
 	if err != nil {
 		return err
 	}
