@@ -144,8 +144,8 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		ReadHeaderTimeout: 30 * time.Second,
 		// Informers keep one watch per resource on one connection; upstream
 		// allows 1,000 streams per HTTP/2 connection (Go's default is 250).
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000},
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	s.wg.Add(1)
 	go func() {

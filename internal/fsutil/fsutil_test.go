@@ -63,4 +63,3 @@ func TestLockExcludesAnotherProcess(t *testing.T) {
 	}
 	l2.Unlock()
 }
-
