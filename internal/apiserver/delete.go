@@ -148,6 +148,7 @@ func (s *Server) deleteObject(ctx context.Context, res *registry.Resource, ns, n
 			if err != nil {
 				return nil, false, err
 			}
+			s.afterDelete(ctx, cur)
 			return cur, true, nil
 		}
 		changed := !slices.Equal(finalizers, om.GetFinalizers())
@@ -172,7 +173,9 @@ func (s *Server) deleteObject(ctx context.Context, res *registry.Resource, ns, n
 			return cur, false, nil
 		}
 		if deletionComplete(cur) {
-			_, err = s.objects.store.Delete(ctx, kv.Key, kv.ModRevision)
+			if _, err = s.objects.store.Delete(ctx, kv.Key, kv.ModRevision); err == nil {
+				s.afterDelete(ctx, cur)
+			}
 		} else {
 			var data []byte
 			if data, err = s.objects.encode(res, cur); err == nil {

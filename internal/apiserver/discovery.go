@@ -5,7 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"strings"
+	"slices"
 
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,17 +21,25 @@ type discoveryDocs struct {
 	legacyGroups []byte                         // GET /apis
 	groups       map[string][]byte              // GET /apis/<group>
 	resources    map[schema.GroupVersion][]byte // GET /api/v1, /apis/<g>/<v>
-	aggregated   map[bool][]byte                // GET /api (true) and /apis (false) as APIGroupDiscoveryList
+	aggregated   map[aggregatedKey][]byte       // GET /api and /apis as APIGroupDiscoveryList
 	resourceList map[schema.GroupVersion][]metav1.APIResource
 }
 
-const aggregatedMediaType = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+// aggregatedKey names one aggregated discovery document: of /api (core) or
+// /apis, in apidiscovery.k8s.io v2 or v2beta1 (kubectl 1.27-1.29 ask for
+// v2beta1 only).
+type aggregatedKey struct {
+	core    bool
+	version string
+}
+
+var aggregatedVersions = []string{"v2", "v2beta1"}
 
 func (s *Server) buildDiscovery() error {
 	d := discoveryDocs{
 		groups:       map[string][]byte{},
 		resources:    map[schema.GroupVersion][]byte{},
-		aggregated:   map[bool][]byte{},
+		aggregated:   map[aggregatedKey][]byte{},
 		resourceList: map[schema.GroupVersion][]metav1.APIResource{},
 	}
 	for _, r := range s.reg.All() {
@@ -71,11 +79,14 @@ func (s *Server) buildDiscovery() error {
 	if d.legacyGroups, err = json.Marshal(groupList); err != nil {
 		return err
 	}
-	if d.aggregated[true], err = json.Marshal(aggCore); err != nil {
-		return err
-	}
-	if d.aggregated[false], err = json.Marshal(aggGroups); err != nil {
-		return err
+	for _, v := range aggregatedVersions {
+		aggCore.APIVersion, aggGroups.APIVersion = "apidiscovery.k8s.io/"+v, "apidiscovery.k8s.io/"+v
+		if d.aggregated[aggregatedKey{true, v}], err = json.Marshal(aggCore); err != nil {
+			return err
+		}
+		if d.aggregated[aggregatedKey{false, v}], err = json.Marshal(aggGroups); err != nil {
+			return err
+		}
 	}
 	s.discovery = d
 	return nil
@@ -153,23 +164,22 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, parts []
 	if r.Method != http.MethodGet {
 		return false
 	}
-	wantsAggregated := strings.Contains(r.Header.Get("Accept"), "as=APIGroupDiscoveryList")
 	write := func(doc []byte, ct string) bool {
 		w.Header().Set("Content-Type", ct)
 		w.Header().Set("Cache-Control", "no-cache, private")
+		w.Header().Set("Vary", "Accept")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(doc)
 		return true
 	}
 	switch {
-	case len(parts) == 1 && parts[0] == "api":
-		if wantsAggregated {
-			return write(s.discovery.aggregated[true], aggregatedMediaType)
+	case len(parts) == 1 && (parts[0] == "api" || parts[0] == "apis"):
+		core := parts[0] == "api"
+		if v := aggregatedVersion(r.Header.Get("Accept")); v != "" {
+			return write(s.discovery.aggregated[aggregatedKey{core, v}], "application/json;g=apidiscovery.k8s.io;v="+v+";as=APIGroupDiscoveryList")
 		}
-		return write(s.discovery.legacyAPI, "application/json")
-	case len(parts) == 1 && parts[0] == "apis":
-		if wantsAggregated {
-			return write(s.discovery.aggregated[false], aggregatedMediaType)
+		if core {
+			return write(s.discovery.legacyAPI, "application/json")
 		}
 		return write(s.discovery.legacyGroups, "application/json")
 	case len(parts) == 2 && parts[0] == "api":
@@ -186,4 +196,18 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, parts []
 		}
 	}
 	return false
+}
+
+// aggregatedVersion picks the aggregated discovery version the client asked
+// for first, or "" when it prefers (or only takes) the legacy documents.
+func aggregatedVersion(accept string) string {
+	for _, m := range parseAccept(accept) {
+		if m.params["as"] == "" {
+			return "" // plain JSON (or anything) first: legacy discovery
+		}
+		if m.params["as"] == "APIGroupDiscoveryList" && m.params["g"] == "apidiscovery.k8s.io" && slices.Contains(aggregatedVersions, m.params["v"]) {
+			return m.params["v"]
+		}
+	}
+	return ""
 }

@@ -114,7 +114,7 @@ func (s *Server) decodeWith(info runtime.SerializerInfo, body []byte, into runti
 	obj, _, err := dec.Decode(body, &gvk, into)
 	if err != nil && runtime.IsStrictDecodingError(err) {
 		if validation == metav1.FieldValidationStrict {
-			return nil, nil, apierrors.NewBadRequest(err.Error())
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: %v", gvk.Kind, gvk.Version, gvk.Kind, err))
 		}
 		// Warn: the strict serializer decoded everything it could.
 		var warnings []string

@@ -83,7 +83,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req *request) err
 	if err != nil {
 		return err
 	}
-	addWarnings(w, warnings)
+	addWarnings(w, warnings, req.warnings)
 	return s.writeObject(w, http.StatusOK, out, result)
 }
 
@@ -166,6 +166,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, req *request, out
 	if created {
 		code = http.StatusCreated
 	}
+	addWarnings(w, req.warnings)
 	return s.writeObject(w, code, out, result)
 }
 

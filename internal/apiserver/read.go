@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -71,7 +73,12 @@ func (s *Server) parseSelectors(r *http.Request, req *request) (selectors, error
 	supported := fieldSet(req.res, zero)
 	for _, term := range sel.field.Requirements() {
 		if _, ok := supported[term.Field]; !ok {
-			return sel, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", term.Field))
+			names := make([]string, 0, len(supported))
+			for k := range supported {
+				names = append(names, strconv.Quote(k))
+			}
+			sort.Strings(names)
+			return sel, apierrors.NewBadRequest(fmt.Sprintf("%q is not a known field selector: only %s", term.Field, strings.Join(names, ", ")))
 		}
 	}
 	return sel, nil

@@ -19,6 +19,8 @@ type request struct {
 	watchPath   bool   // the legacy /watch/ path prefix
 	// createOnMissing lets an update create the object (server-side apply).
 	createOnMissing bool
+	// warnings are the resource's API warnings about the object written.
+	warnings []string
 }
 
 // serveAPI handles /api/... and /apis/...: discovery or a resource request.

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -289,5 +290,44 @@ func TestPutCreatesWhereTheResourceAllowsIt(t *testing.T) {
 	_, err = c.CoreV1().ConfigMaps("default").Update(ctx, cm("missing", nil), metav1.UpdateOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("PUT of a missing ConfigMap: want NotFound, got %v", err)
+	}
+}
+
+func TestDefaultStorageClassAdmission(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+	claim := func(name string, class *string) *corev1.PersistentVolumeClaim {
+		return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: class, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	}
+	create := func(c2 *corev1.PersistentVolumeClaim) *corev1.PersistentVolumeClaim {
+		got, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, c2, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := create(claim("before", nil)); got.Spec.StorageClassName != nil {
+		t.Fatalf("no default class yet, got %q", *got.Spec.StorageClassName)
+	}
+	for _, name := range []string{"older", "newer"} {
+		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}}, Provisioner: "example.com/x"}
+		if _, err := c.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // creationTimestamp has one-second resolution
+	}
+	if got := create(claim("after", nil)); got.Spec.StorageClassName == nil || *got.Spec.StorageClassName != "newer" {
+		t.Fatalf("want the newest default class, got %v", got.Spec.StorageClassName)
+	}
+	if got := create(claim("none", ptr.To(""))); *got.Spec.StorageClassName != "" {
+		t.Fatalf(`"" means no class, got %q`, *got.Spec.StorageClassName)
+	}
+	beta := claim("beta", nil)
+	beta.Annotations = map[string]string{"volume.beta.kubernetes.io/storage-class": "older"}
+	if got := create(beta); got.Spec.StorageClassName != nil {
+		t.Fatalf("the beta annotation names the class; got %q", *got.Spec.StorageClassName)
 	}
 }

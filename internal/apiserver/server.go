@@ -79,7 +79,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		reg:     cfg.Registry,
 		scheme:  cfg.Scheme,
-		codecs:  serializer.NewCodecFactory(cfg.Scheme, serializer.EnableStrict),
+		codecs:  serializer.NewCodecFactory(cfg.Scheme), // lenient; each SerializerInfo also has a strict one
 		objects: newObjects(cfg.Store, cfg.Scheme),
 		log:     cfg.Logger,
 		ready:   make(chan struct{}),
@@ -105,19 +105,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	switch path {
-	case "/healthz", "/livez":
-		writePlain(w, http.StatusOK, "ok")
+	switch {
+	case path == "/healthz" || path == "/livez" || path == "/readyz" ||
+		strings.HasPrefix(path, "/healthz/") || strings.HasPrefix(path, "/livez/") || strings.HasPrefix(path, "/readyz/"):
+		s.serveHealth(w, r, path)
 		return
-	case "/readyz":
-		select {
-		case <-s.ready:
-			writePlain(w, http.StatusOK, "ok")
-		default:
-			writePlain(w, http.StatusServiceUnavailable, "[-]startup not finished\nreadyz check failed")
-		}
-		return
-	case "/version":
+	case path == "/version":
 		writeJSON(w, http.StatusOK, s.cfg.Version)
 		return
 	}

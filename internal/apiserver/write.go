@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -115,7 +116,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, req *request) er
 	if err != nil {
 		return err
 	}
-	addWarnings(w, warnings)
+	addWarnings(w, warnings, req.warnings)
 	return s.writeObject(w, http.StatusCreated, out, created)
 }
 
@@ -132,10 +133,9 @@ func (s *Server) decodeRequestObject(r *http.Request, req *request, body []byte,
 		return nil, nil, err
 	}
 	if gvk := obj.GetObjectKind().GroupVersionKind(); gvk != req.res.GVK {
-		if gvk.GroupVersion() != req.res.GVK.GroupVersion() {
-			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (%s)", gvk.GroupVersion(), req.res.GVK.GroupVersion()))
-		}
-		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the kind in the data (%s) does not match the expected kind (%s)", gvk.Kind, req.res.GVK.Kind))
+		// Upstream's words, with the reason spelled out.
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: the data is a %s (apiVersion %s) but this URL takes a %s (apiVersion %s)",
+			gvk.Kind, gvk.Version, req.res.GVK.Kind, gvk.Kind, gvk.GroupVersion(), req.res.GVK.Kind, req.res.GVK.GroupVersion()))
 	}
 	om := m(obj)
 	if req.res.Namespaced {
@@ -204,6 +204,12 @@ func (s *Server) createObject(ctx context.Context, req *request, obj runtime.Obj
 	if generated {
 		om.SetName(om.GetGenerateName() + randomSuffix())
 	}
+	if err := s.admitCreate(ctx, obj); err != nil {
+		return nil, err
+	}
+	if res.Warnings != nil {
+		req.warnings = res.Warnings(obj, nil)
+	}
 	if res.Validate != nil {
 		if errs := res.Validate(obj); len(errs) > 0 {
 			return nil, apierrors.NewInvalid(res.GVK.GroupKind(), om.GetName(), errs)
@@ -211,6 +217,13 @@ func (s *Server) createObject(ctx context.Context, req *request, obj runtime.Obj
 	}
 	if res.Namespaced {
 		if err := s.admitNamespace(ctx, res, om.GetNamespace(), om.GetName()); err != nil {
+			return nil, err
+		}
+	}
+	release := func() {}
+	if svc, ok := obj.(*corev1.Service); ok {
+		var err error
+		if release, err = s.allocateService(ctx, svc, opts.dryRun); err != nil {
 			return nil, err
 		}
 	}
@@ -228,6 +241,7 @@ func (s *Server) createObject(ctx context.Context, req *request, obj runtime.Obj
 			continue
 		}
 		if err != nil {
+			release()
 			return nil, storeError(res, om.GetName(), err)
 		}
 		om.SetResourceVersion(strconv.FormatInt(kv.ModRevision, 10))
@@ -269,8 +283,8 @@ func randomSuffix() string {
 	return string(b)
 }
 
-func addWarnings(w http.ResponseWriter, warnings []string) {
-	for _, warning := range warnings {
+func addWarnings(w http.ResponseWriter, warnings ...[]string) {
+	for _, warning := range slices.Concat(warnings...) {
 		w.Header().Add("Warning", `299 - "`+strings.ReplaceAll(warning, `"`, `\"`)+`"`)
 	}
 }
@@ -313,7 +327,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) er
 	if err != nil {
 		return err
 	}
-	addWarnings(w, warnings)
+	addWarnings(w, warnings, req.warnings)
 	code := http.StatusOK
 	if created {
 		code = http.StatusCreated
@@ -414,6 +428,9 @@ func (s *Server) prepareUpdate(req *request, obj, cur runtime.Object, manage fun
 		if res.PrepareForUpdate != nil {
 			res.PrepareForUpdate(obj, cur)
 		}
+		if svc, ok := obj.(*corev1.Service); ok {
+			keepServiceAllocations(svc, cur.(*corev1.Service))
+		}
 	}
 	s.scheme.Default(obj)
 	if manage != nil {
@@ -428,6 +445,9 @@ func (s *Server) prepareUpdate(req *request, obj, cur runtime.Object, manage fun
 	}
 	if res.Generation && req.subresource == "" && registry.SpecChanged(obj, cur) {
 		om.SetGeneration(cm.GetGeneration() + 1)
+	}
+	if res.Warnings != nil && req.subresource == "" {
+		req.warnings = res.Warnings(obj, cur)
 	}
 	validate := res.ValidateUpdate
 	if req.subresource == "status" {
@@ -460,6 +480,7 @@ func (s *Server) commitUpdate(ctx context.Context, req *request, obj runtime.Obj
 		if _, err := s.objects.store.Delete(ctx, kv.Key, kv.ModRevision); err != nil {
 			return nil, err
 		}
+		s.afterDelete(ctx, obj)
 		return obj, nil
 	}
 	if bytes.Equal(data, kv.Value) {
@@ -472,6 +493,13 @@ func (s *Server) commitUpdate(ctx context.Context, req *request, obj runtime.Obj
 	om.SetResourceVersion(strconv.FormatInt(nkv.ModRevision, 10))
 	obj.GetObjectKind().SetGroupVersionKind(res.GVK)
 	return obj, nil
+}
+
+// afterDelete frees what an object held outside itself once it is gone.
+func (s *Server) afterDelete(ctx context.Context, obj runtime.Object) {
+	if svc, ok := obj.(*corev1.Service); ok {
+		s.releaseService(ctx, svc)
+	}
 }
 
 // deletionComplete: the object is being deleted, nothing holds it any more.

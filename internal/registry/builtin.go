@@ -63,9 +63,11 @@ func Builtin() *Registry {
 		obj.(*corev1.PersistentVolume).Status = corev1.PersistentVolumeStatus{Phase: corev1.VolumePending, LastPhaseTransitionTime: &now}
 	}
 	pv.ReturnDeletedObject = true
+	pv.Warnings = persistentVolumeWarnings
 
 	pvc := core("PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true)
 	pvc.ShortNames, pvc.Status, pvc.ReturnDeletedObject = []string{"pvc"}, true, true
+	pvc.Warnings = persistentVolumeClaimWarnings
 	pvc.PrepareForCreate = func(obj runtime.Object) {
 		obj.(*corev1.PersistentVolumeClaim).Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimPending}
 	}
@@ -114,6 +116,7 @@ func Builtin() *Registry {
 	}
 	sts := apps("StatefulSet", "statefulsets", "statefulset", "sts")
 	sts.Scale = &ScaleAccess{Selector: LabelSelectorOf}
+	sts.Warnings = statefulSetWarnings
 	ds := apps("DaemonSet", "daemonsets", "daemonset", "ds")
 	rs := apps("ReplicaSet", "replicasets", "replicaset", "rs")
 	rs.Scale = &ScaleAccess{Selector: LabelSelectorOf}

@@ -59,6 +59,9 @@ type Resource struct {
 	Validate             func(obj runtime.Object) field.ErrorList
 	ValidateUpdate       func(obj, old runtime.Object) field.ErrorList
 	ValidateStatusUpdate func(obj, old runtime.Object) field.ErrorList
+	// Warnings returns upstream's API warnings for a create (old nil) or an
+	// update; kubectl prints them as "Warning: ...". May be nil.
+	Warnings func(obj, old runtime.Object) []string
 	// FieldLabels returns the field-selector labels beyond metadata.name and
 	// metadata.namespace, which every resource has.
 	FieldLabels func(obj runtime.Object) fields.Set

@@ -33,6 +33,11 @@ import (
 type Options struct {
 	// Workers is the number of namespaces deleted at once; 0 means 2.
 	Workers int
+	// DeletionDelay is how long a namespace stays Terminating, untouched,
+	// before its content is deleted: upstream waits 5 s (its default here) so
+	// that last-moment creations are seen, and clients can rely on seeing
+	// the Terminating phase. Negative means no delay.
+	DeletionDelay time.Duration
 }
 
 // Controller is the namespace controller.
@@ -85,9 +90,16 @@ func New(cfg *rest.Config, reg *registry.Registry, log *slog.Logger, opts Option
 			c.resources = append(c.resources, r.GVR())
 		}
 	}
+	delay := opts.DeletionDelay
+	switch {
+	case delay == 0:
+		delay = 5 * time.Second
+	case delay < 0:
+		delay = 0
+	}
 	enqueue := func(obj any) {
 		if ns, ok := obj.(*corev1.Namespace); ok && ns.DeletionTimestamp != nil {
-			c.queue.Add(ns.Name)
+			c.queue.AddAfter(ns.Name, delay)
 		}
 	}
 	_, err = c.factory.Core().V1().Namespaces().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
