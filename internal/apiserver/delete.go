@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,10 +53,28 @@ func (s *Server) parseDeleteOptions(r *http.Request) (metav1.DeleteOptions, erro
 	} else if st, ok := err.(apierrors.APIStatus); !ok || st.Status().Message != "the request body is empty" {
 		return opts, err
 	}
+	// The query may carry the same options (a deletecollection's query also
+	// carries the list's selectors, which are not DeleteOptions).
 	q := r.URL.Query()
-	if err := metav1.ParameterCodec.DecodeParameters(q, metav1.SchemeGroupVersion, &opts); err != nil {
-		return opts, apierrors.NewBadRequest(err.Error())
+	if v := q.Get("gracePeriodSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("gracePeriodSeconds: invalid value %q", v))
+		}
+		opts.GracePeriodSeconds = &n
 	}
+	if v := q.Get("propagationPolicy"); v != "" {
+		p := metav1.DeletionPropagation(v)
+		opts.PropagationPolicy = &p
+	}
+	if v := q.Get("orphanDependents"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("orphanDependents: invalid value %q", v))
+		}
+		opts.OrphanDependents = &b
+	}
+	opts.DryRun = append(opts.DryRun, q["dryRun"]...)
 	for _, d := range opts.DryRun {
 		if d != metav1.DryRunAll {
 			return opts, apierrors.NewBadRequest(fmt.Sprintf("Invalid dry run value: %q, supported values: All", d))
