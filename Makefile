@@ -2,7 +2,15 @@
 GO      ?= go
 BIN     := bin/moorage
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/moorage/moorage/internal/app.Version=$(VERSION)
+# The embedded kubectl reports the version of the k8s.io libraries it is built from.
+KUBE    := $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubectl 2>/dev/null | sed 's/^v0\./v1./')
+LDFLAGS := -X github.com/moorage/moorage/internal/app.Version=$(VERSION) \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE) \
+	-X k8s.io/component-base/version.gitVersion=$(KUBE) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE))) \
+	-X k8s.io/client-go/pkg/version.gitMajor=1 \
+	-X k8s.io/client-go/pkg/version.gitMinor=$(word 2,$(subst ., ,$(KUBE)))
 
 .PHONY: build up test unit e2e bench lint verify clean
 
