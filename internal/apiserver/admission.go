@@ -2,10 +2,13 @@ package apiserver
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/moorage/moorage/internal/store"
@@ -21,13 +24,101 @@ const (
 	betaStorageClassAnnotation   = "volume.beta.kubernetes.io/storage-class"
 )
 
+// Finalizers of upstream's StorageObjectInUseProtection, removed by the
+// protection controllers (internal/controller/protection).
+const (
+	pvcProtectionFinalizer = "kubernetes.io/pvc-protection"
+	pvProtectionFinalizer  = "kubernetes.io/pv-protection"
+)
+
 // admitCreate runs the admission plugins for a new object, after defaults
 // and before validation.
 func (s *Server) admitCreate(ctx context.Context, obj runtime.Object) error {
-	if pvc, ok := obj.(*corev1.PersistentVolumeClaim); ok {
-		return s.defaultStorageClass(ctx, pvc)
+	switch o := obj.(type) {
+	case *corev1.PersistentVolumeClaim:
+		if err := s.defaultStorageClass(ctx, o); err != nil {
+			return err
+		}
+		o.Finalizers = withFinalizer(o.Finalizers, pvcProtectionFinalizer)
+	case *corev1.PersistentVolume:
+		o.Finalizers = withFinalizer(o.Finalizers, pvProtectionFinalizer)
 	}
 	return nil
+}
+
+// admitUpdate runs the admission plugins for an update of a main resource
+// (no subresource) after validation, as upstream runs validating admission
+// after the strategy's checks: old is the stored object.
+func (s *Server) admitUpdate(ctx context.Context, obj, old runtime.Object) error {
+	if pvc, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+		return s.admitClaimResize(ctx, pvc, old.(*corev1.PersistentVolumeClaim))
+	}
+	return nil
+}
+
+// withFinalizer is upstream's StorageObjectInUseProtection on create: the
+// finalizer is appended unless present. Upstream does not add it on update;
+// the protection controllers add it back to objects that lack it.
+func withFinalizer(finalizers []string, f string) []string {
+	if slices.Contains(finalizers, f) {
+		return finalizers
+	}
+	return append(finalizers, f)
+}
+
+// admitClaimResize is upstream's PersistentVolumeClaimResize: a claim's
+// storage request may grow only if the claim is bound and its class, the
+// same before and after, exists and allows volume expansion. Shrinking is
+// validation's business.
+func (s *Server) admitClaimResize(ctx context.Context, pvc, old *corev1.PersistentVolumeClaim) error {
+	oldSize := old.Spec.Resources.Requests[corev1.ResourceStorage]
+	newSize := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	if newSize.Cmp(oldSize) <= 0 {
+		return nil
+	}
+	forbidden := func(msg string) error {
+		return apierrors.NewForbidden(corev1.Resource("persistentvolumeclaims"), pvc.Name, errors.New(msg))
+	}
+	if old.Status.Phase != corev1.ClaimBound {
+		return forbidden("Only bound persistent volume claims can be expanded")
+	}
+	allowed, err := s.classAllowsExpansion(ctx, claimClass(pvc), claimClass(old))
+	if err != nil {
+		return err
+	}
+	if !allowed {
+		return forbidden("only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize")
+	}
+	return nil
+}
+
+// classAllowsExpansion tells whether class, named the same before and after
+// the update, exists with allowVolumeExpansion true.
+func (s *Server) classAllowsExpansion(ctx context.Context, class, oldClass string) (bool, error) {
+	if class == "" || oldClass == "" || class != oldClass {
+		return false, nil
+	}
+	obj, _, err := s.objects.get(ctx, s.resourceByPlural("storageclasses"), "", class)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	allow := obj.(*storagev1.StorageClass).AllowVolumeExpansion
+	return allow != nil && *allow, nil
+}
+
+// claimClass is the claim's class as upstream's GetPersistentVolumeClaimClass
+// reads it: the beta annotation first, then spec.storageClassName.
+func claimClass(pvc *corev1.PersistentVolumeClaim) string {
+	if class, ok := pvc.Annotations[betaStorageClassAnnotation]; ok {
+		return class
+	}
+	if pvc.Spec.StorageClassName != nil {
+		return *pvc.Spec.StorageClassName
+	}
+	return ""
 }
 
 // defaultStorageClass is upstream's DefaultStorageClass plugin: a claim that

@@ -378,7 +378,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, req *request, opts writeO
 		if obj, err = s.typed(res, obj); err != nil {
 			return nil, false, err
 		}
-		if obj, err = s.prepareUpdate(req, obj, cur, manage); err != nil {
+		if obj, err = s.prepareUpdate(ctx, req, obj, cur, manage); err != nil {
 			return nil, false, err
 		}
 		result, err := s.commitUpdate(ctx, req, obj, kv, opts)
@@ -394,7 +394,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, req *request, opts writeO
 
 // prepareUpdate is upstream's BeforeUpdate: system metadata from the current
 // object, the status split, defaults, managed fields, generation, validation.
-func (s *Server) prepareUpdate(req *request, obj, cur runtime.Object, manage func(cur, obj runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
+func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runtime.Object, manage func(cur, obj runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
 	res := req.res
 	om, cm := m(obj), m(cur)
 	if om.GetUID() == "" {
@@ -415,6 +415,9 @@ func (s *Server) prepareUpdate(req *request, obj, cur runtime.Object, manage fun
 	switch req.subresource {
 	case "status":
 		registry.KeepAllButStatus(obj, cur)
+		if res.PrepareForStatusUpdate != nil {
+			res.PrepareForStatusUpdate(obj, cur)
+		}
 	case "finalize":
 		fin := obj.(*corev1.Namespace).Spec.Finalizers
 		registry.KeepAllButStatus(obj, cur)
@@ -456,6 +459,11 @@ func (s *Server) prepareUpdate(req *request, obj, cur runtime.Object, manage fun
 	if validate != nil {
 		if errs := validate(obj, cur); len(errs) > 0 {
 			return nil, apierrors.NewInvalid(res.GVK.GroupKind(), req.name, errs)
+		}
+	}
+	if req.subresource == "" {
+		if err := s.admitUpdate(ctx, obj, cur); err != nil {
+			return nil, err
 		}
 	}
 	return obj, nil

@@ -7,8 +7,10 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/moorage/moorage/internal/controller/binder"
 	"github.com/moorage/moorage/internal/controller/gc"
 	"github.com/moorage/moorage/internal/controller/namespace"
+	"github.com/moorage/moorage/internal/controller/protection"
 	"github.com/moorage/moorage/internal/registry"
 )
 
@@ -23,6 +25,16 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 	if err != nil {
 		return err
 	}
+	protect, err := protection.New(cfg, reg, log, protection.Options{})
+	if err != nil {
+		return err
+	}
+	binder, err := binder.New(cfg, log, binder.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { binder.Run(ctx) })
+	wg.Go(func() { protect.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx) })
 	wg.Go(func() { namespaces.Run(ctx) })
 	return nil

@@ -54,5 +54,7 @@ func restConfig(url string, caPEM []byte, token string) *rest.Config {
 		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
 		UserAgent:       "moorage-controller-manager",
 		QPS:             -1, // our own server: no client-side throttling
+		// API warnings (deprecated fields...) are for people, not controllers.
+		WarningHandler: rest.NoWarnings{},
 	}
 }

@@ -33,6 +33,7 @@ func Main(args []string) int {
 	root.AddCommand(upCommand("up", "Run the server and this machine's agent in one process (the default way to run moorage)"),
 		upCommand("server", "Run the API server, controllers and scheduler alone"),
 		versionCommand(),
+		explainCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {

@@ -63,6 +63,18 @@ func Builtin() *Registry {
 		obj.(*corev1.PersistentVolume).Status = corev1.PersistentVolumeStatus{Phase: corev1.VolumePending, LastPhaseTransitionTime: &now}
 	}
 	pv.ReturnDeletedObject = true
+	pv.PrepareForStatusUpdate = func(obj, old runtime.Object) {
+		// As upstream: a phase change stamps lastPhaseTransitionTime unless
+		// the writer set it; an unchanged phase keeps the old one.
+		n, o := obj.(*corev1.PersistentVolume), old.(*corev1.PersistentVolume)
+		switch {
+		case n.Status.Phase != o.Status.Phase && (n.Status.LastPhaseTransitionTime == nil || n.Status.LastPhaseTransitionTime.Equal(o.Status.LastPhaseTransitionTime)):
+			now := metav1.NewTime(time.Now().Truncate(time.Second))
+			n.Status.LastPhaseTransitionTime = &now
+		case n.Status.Phase == o.Status.Phase && n.Status.LastPhaseTransitionTime == nil:
+			n.Status.LastPhaseTransitionTime = o.Status.LastPhaseTransitionTime
+		}
+	}
 	pv.Warnings = persistentVolumeWarnings
 
 	pvc := core("PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true)

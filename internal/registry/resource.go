@@ -54,6 +54,9 @@ type Resource struct {
 	// PrepareForUpdate adjusts a main-resource update of old to obj beyond the
 	// generic status copy. May be nil.
 	PrepareForUpdate func(obj, old runtime.Object)
+	// PrepareForStatusUpdate adjusts a /status write of old to obj beyond the
+	// generic spec copy. May be nil.
+	PrepareForStatusUpdate func(obj, old runtime.Object)
 	// Validate, ValidateUpdate and ValidateStatusUpdate return upstream's
 	// validation errors; nil funcs accept everything.
 	Validate             func(obj runtime.Object) field.ErrorList

@@ -1,0 +1,262 @@
+package binder
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+
+	"github.com/moorage/moorage/internal/pvmatch"
+)
+
+// Annotations and finalizers, as upstream names them.
+const (
+	annBindCompleted        = "pv.kubernetes.io/bind-completed"
+	annBoundByController    = "pv.kubernetes.io/bound-by-controller"
+	annSelectedNode         = "volume.kubernetes.io/selected-node"
+	annStorageProvisioner   = "volume.kubernetes.io/storage-provisioner"
+	annBetaStorageProvision = "volume.beta.kubernetes.io/storage-provisioner"
+	annProvisionedBy        = "pv.kubernetes.io/provisioned-by"
+	annBetaStorageClass     = "volume.beta.kubernetes.io/storage-class"
+	notSupportedProvisioner = "kubernetes.io/no-provisioner"
+)
+
+// syncClaim is upstream's syncClaim: an unbound claim is matched (or waits,
+// or is handed to a provisioner); a bound one is checked against its volume.
+func (c *Controller) syncClaim(ctx context.Context, key string) error {
+	claim := c.latest.claim(key)
+	if claim == nil {
+		return nil // deleted
+	}
+	if _, done := claim.Annotations[annBindCompleted]; !done {
+		return c.syncUnboundClaim(ctx, claim)
+	}
+	return c.syncBoundClaim(ctx, claim)
+}
+
+func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.PersistentVolumeClaim) error {
+	if claim.Spec.VolumeName != "" {
+		return c.syncClaimWithVolumeName(ctx, claim)
+	}
+	delay, err := c.delayBinding(claim)
+	if err != nil {
+		return err
+	}
+	key := claimKey(claim)
+	pv, err := c.index.Find(claim, pvmatch.Options{DelayBinding: delay, Exclude: c.isAssumedByOther(key)})
+	if err != nil {
+		return fmt.Errorf("error finding PV for claim %q: %w", key, err)
+	}
+	if pv != nil {
+		if !c.assume(pv.Name, key) {
+			return fmt.Errorf("volume %s is being bound to another claim", pv.Name)
+		}
+		defer c.forget(pv.Name)
+		return c.bind(ctx, pv, claim)
+	}
+	// OBSERVATION: nothing fits.
+	class := claimClass(claim)
+	switch {
+	case delay && claim.Annotations[annSelectedNode] == "":
+		c.waitForFirstConsumer(claim)
+	case class != "":
+		if err := c.provisionClaim(ctx, claim, class); err != nil {
+			return err
+		}
+		return nil
+	default:
+		c.recorder.Event(claim, corev1.EventTypeNormal, "FailedBinding",
+			"no persistent volumes available for this claim and no storage class is set"+c.whyNot(claim))
+	}
+	return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
+}
+
+// syncClaimWithVolumeName handles a claim that names its volume (pre-bound by
+// the user, or mid-bind after a crash).
+func (c *Controller) syncClaimWithVolumeName(ctx context.Context, claim *corev1.PersistentVolumeClaim) error {
+	pv := c.latest.volume(claim.Spec.VolumeName)
+	switch {
+	case pv == nil:
+		// OBSERVATION: the volume does not exist (yet); wait for it.
+		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
+	case pv.Spec.ClaimRef == nil:
+		// OBSERVATION: the user pre-bound the claim to a free volume.
+		if reason := volumeSatisfiesClaim(pv, claim); reason != "" {
+			c.recorder.Eventf(claim, corev1.EventTypeWarning, "VolumeMismatch", "Cannot bind to requested volume %q: %s", pv.Name, reason)
+			return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
+		}
+		return c.bind(ctx, pv, claim)
+	case isBoundTo(pv, claim):
+		// OBSERVATION: both point at each other (or the volume is reserved
+		// for this claim): finish the bind.
+		return c.bind(ctx, pv, claim)
+	default:
+		// OBSERVATION: the volume belongs to another claim.
+		c.recorder.Eventf(claim, corev1.EventTypeWarning, "FailedBinding", "volume %q already bound to a different claim.", pv.Name)
+		if err := c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil); err != nil {
+			return err
+		}
+		if _, byController := claim.Annotations[annBoundByController]; byController {
+			return fmt.Errorf("invalid binding of claim %q to volume %q: volume already claimed by %q", claimKey(claim), pv.Name, pv.Spec.ClaimRef.Namespace+"/"+pv.Spec.ClaimRef.Name)
+		}
+		return nil
+	}
+}
+
+func (c *Controller) syncBoundClaim(ctx context.Context, claim *corev1.PersistentVolumeClaim) error {
+	if claim.Spec.VolumeName == "" {
+		return c.setClaimPhaseWithEvent(ctx, claim, corev1.ClaimLost, corev1.EventTypeWarning, "ClaimLost",
+			"Bound claim has lost reference to PersistentVolume. Data on the volume is lost!")
+	}
+	pv := c.latest.volume(claim.Spec.VolumeName)
+	switch {
+	case pv == nil:
+		return c.setClaimPhaseWithEvent(ctx, claim, corev1.ClaimLost, corev1.EventTypeWarning, "ClaimLost",
+			"Bound claim has lost its PersistentVolume. Data on the volume is lost!")
+	case pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.UID == claim.UID:
+		// OBSERVATION: consistent, or the volume lost its claimRef: (re)bind.
+		return c.bind(ctx, pv, claim)
+	default:
+		return c.setClaimPhaseWithEvent(ctx, claim, corev1.ClaimLost, corev1.EventTypeWarning, "ClaimMisbound",
+			"Two claims are bound to the same volume, this one is bound incorrectly")
+	}
+}
+
+// delayBinding: the claim's class binds WaitForFirstConsumer.
+func (c *Controller) delayBinding(claim *corev1.PersistentVolumeClaim) (bool, error) {
+	name := claimClass(claim)
+	if name == "" {
+		return false, nil
+	}
+	sc, err := c.class(name)
+	if err != nil || sc == nil {
+		return false, err
+	}
+	if sc.VolumeBindingMode == nil {
+		return false, fmt.Errorf("VolumeBindingMode not set for StorageClass %q", name)
+	}
+	return *sc.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer, nil
+}
+
+// waitForFirstConsumer emits upstream's event for a WaitForFirstConsumer
+// claim: naming the pods that wait for a node, if any.
+func (c *Controller) waitForFirstConsumer(claim *corev1.PersistentVolumeClaim) {
+	var waiting []string
+	if pods, err := c.podLister.Pods(claim.Namespace).List(everything); err == nil {
+		for _, pod := range pods {
+			if pod.Spec.NodeName != "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			for _, v := range pod.Spec.Volumes {
+				if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim.Name {
+					waiting = append(waiting, pod.Name)
+				}
+			}
+		}
+	}
+	switch len(waiting) {
+	case 0:
+		c.recorder.Event(claim, corev1.EventTypeNormal, "WaitForFirstConsumer", "waiting for first consumer to be created before binding")
+	case 1:
+		c.recorder.Eventf(claim, corev1.EventTypeNormal, "WaitForPodScheduled", "waiting for pod %s to be scheduled", waiting[0])
+	default:
+		sort.Strings(waiting)
+		c.recorder.Eventf(claim, corev1.EventTypeNormal, "WaitForPodScheduled", "waiting for pods %s to be scheduled", strings.Join(waiting, ","))
+	}
+}
+
+// provisionClaim hands a claim to its class's provisioner, as upstream's
+// in-tree controller does for external provisioners: it names the
+// provisioner in the claim's annotations and says so in an event.
+func (c *Controller) provisionClaim(ctx context.Context, claim *corev1.PersistentVolumeClaim, className string) error {
+	sc, err := c.class(className)
+	if err != nil {
+		return err
+	}
+	if sc == nil {
+		c.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "storageclass.storage.k8s.io %q not found", className)
+		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
+	}
+	if strings.HasPrefix(sc.Provisioner, "kubernetes.io/") {
+		// No in-tree plugin provisions here: upstream's message.
+		c.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "no volume plugin matched name: %s", sc.Provisioner)
+		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
+	}
+	if claim.Annotations[annStorageProvisioner] != sc.Provisioner || claim.Annotations[annBetaStorageProvision] != sc.Provisioner {
+		updated := claim.DeepCopy()
+		if updated.Annotations == nil {
+			updated.Annotations = map[string]string{}
+		}
+		updated.Annotations[annStorageProvisioner] = sc.Provisioner
+		updated.Annotations[annBetaStorageProvision] = sc.Provisioner
+		if _, err := c.updateClaim(ctx, updated); err != nil {
+			return err
+		}
+	}
+	c.recorder.Eventf(claim, corev1.EventTypeNormal, "ExternalProvisioning",
+		"Waiting for a volume to be created either by the external provisioner '%s' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.", sc.Provisioner)
+	return nil
+}
+
+// volumeSatisfiesClaim is upstream's checkVolumeSatisfyClaim for a claim that
+// names a free volume: "" when it fits, else upstream's reason.
+func volumeSatisfiesClaim(pv *corev1.PersistentVolume, claim *corev1.PersistentVolumeClaim) string {
+	if pv.DeletionTimestamp != nil {
+		return fmt.Sprintf("the volume is marked for deletion %q", pv.Name)
+	}
+	req := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	capacity := pv.Spec.Capacity[corev1.ResourceStorage]
+	if capacity.Cmp(req) < 0 {
+		return "requested PV is too small"
+	}
+	if volumeClass(pv) != claimClass(claim) {
+		return "storageClassName does not match"
+	}
+	if volumeModeOf(pv.Spec.VolumeMode) != volumeModeOf(claim.Spec.VolumeMode) {
+		return "incompatible volumeMode"
+	}
+	for _, want := range claim.Spec.AccessModes {
+		found := false
+		for _, have := range pv.Spec.AccessModes {
+			found = found || have == want
+		}
+		if !found {
+			return "incompatible accessMode"
+		}
+	}
+	return ""
+}
+
+func volumeModeOf(m *corev1.PersistentVolumeMode) corev1.PersistentVolumeMode {
+	if m == nil {
+		return corev1.PersistentVolumeFilesystem
+	}
+	return *m
+}
+
+// claimClass and volumeClass: the beta annotation wins over the field.
+func claimClass(claim *corev1.PersistentVolumeClaim) string {
+	if v, ok := claim.Annotations[annBetaStorageClass]; ok {
+		return v
+	}
+	if claim.Spec.StorageClassName != nil {
+		return *claim.Spec.StorageClassName
+	}
+	return ""
+}
+
+func volumeClass(pv *corev1.PersistentVolume) string {
+	if v, ok := pv.Annotations[annBetaStorageClass]; ok {
+		return v
+	}
+	return pv.Spec.StorageClassName
+}
+
+// isBoundTo: the volume's claimRef names the claim (and its uid, if set).
+func isBoundTo(pv *corev1.PersistentVolume, claim *corev1.PersistentVolumeClaim) bool {
+	ref := pv.Spec.ClaimRef
+	return ref != nil && ref.Name == claim.Name && ref.Namespace == claim.Namespace && (ref.UID == "" || ref.UID == claim.UID)
+}
