@@ -110,6 +110,7 @@ func (c *Controller) setVolumePhase(ctx context.Context, pv *corev1.PersistentVo
 	updated.Status.Phase, updated.Status.Message = phase, message
 	got, err := c.client.CoreV1().PersistentVolumes().UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	if err != nil {
+		c.forgetIfGone(pv, err)
 		return pv, err
 	}
 	c.remember(got)
@@ -132,6 +133,7 @@ func (c *Controller) setVolumePhaseWithEvent(ctx context.Context, pv *corev1.Per
 func (c *Controller) updateVolume(ctx context.Context, pv *corev1.PersistentVolume) (*corev1.PersistentVolume, error) {
 	got, err := c.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
 	if err != nil {
+		c.forgetIfGone(pv, err)
 		return pv, err
 	}
 	c.remember(got)
@@ -147,12 +149,16 @@ func (c *Controller) updateClaim(ctx context.Context, claim *corev1.PersistentVo
 	return got, nil
 }
 
-// remember caches a volume this controller wrote, and reindexes it.
-func (c *Controller) remember(pv *corev1.PersistentVolume) {
-	if c.latest.put(pv) {
-		c.index.Upsert(c.latest.volume(pv.Name))
+// forgetIfGone drops a volume the API says no longer exists (its delete
+// event may have come before a write of ours that the cache then kept).
+func (c *Controller) forgetIfGone(pv *corev1.PersistentVolume, err error) {
+	if isNotFound(err) {
+		c.latest.remove(pv)
 	}
 }
+
+// remember caches (and so reindexes) a volume this controller wrote.
+func (c *Controller) remember(pv *corev1.PersistentVolume) { c.latest.put(pv) }
 
 // unbindVolume frees a volume: a binding the controller made is undone
 // entirely; a user's pre-binding keeps its claimRef without the uid.

@@ -71,6 +71,7 @@ type Controller struct {
 	claimLister corelisters.PersistentVolumeClaimLister
 	classLister storagelisters.StorageClassLister
 	podLister   corelisters.PodLister
+	nodeLister  corelisters.NodeLister
 	synced      []cache.InformerSynced
 
 	claims  workqueue.TypedRateLimitingInterface[string]
@@ -119,9 +120,9 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 		resync:  opts.Resync,
 		reclaim: opts.Reclaimer,
 		index:   pvmatch.NewIndex(),
-		latest:  newLatestCache(),
 		assumed: map[string]string{},
 	}
+	c.latest = newLatestCache(c.index)
 	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
 
@@ -129,8 +130,9 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	claims := factory.Core().V1().PersistentVolumeClaims()
 	classes := factory.Storage().V1().StorageClasses()
 	pods := factory.Core().V1().Pods()
-	c.pvLister, c.claimLister, c.classLister, c.podLister = pvs.Lister(), claims.Lister(), classes.Lister(), pods.Lister()
-	c.synced = []cache.InformerSynced{pvs.Informer().HasSynced, claims.Informer().HasSynced, classes.Informer().HasSynced, pods.Informer().HasSynced}
+	nodes := factory.Core().V1().Nodes()
+	c.pvLister, c.claimLister, c.classLister, c.podLister, c.nodeLister = pvs.Lister(), claims.Lister(), classes.Lister(), pods.Lister(), nodes.Lister()
+	c.synced = []cache.InformerSynced{pvs.Informer().HasSynced, claims.Informer().HasSynced, classes.Informer().HasSynced, pods.Informer().HasSynced, nodes.Informer().HasSynced}
 
 	if _, err := pvs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.volumeChanged(obj) },
@@ -226,9 +228,7 @@ func (c *Controller) volumeChanged(obj any) {
 	if !ok {
 		return
 	}
-	if c.latest.put(pv) {
-		c.index.Upsert(c.latest.volume(pv.Name))
-	}
+	c.latest.put(pv)
 	c.volumes.Add(pv.Name)
 	if pv.Spec.ClaimRef == nil && pv.DeletionTimestamp == nil {
 		// A free volume may be what a pending claim waits for: look again
@@ -252,7 +252,6 @@ func (c *Controller) volumeDeleted(obj any) {
 		return
 	}
 	c.latest.remove(pv)
-	c.index.Delete(pv.Name)
 	// Its claim becomes Lost at once, as upstream.
 	if ref := pv.Spec.ClaimRef; ref != nil {
 		c.claims.Add(ref.Namespace + "/" + ref.Name)

@@ -14,8 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/moorage/moorage/internal/testserver"
 )
@@ -290,17 +290,62 @@ func TestClaimLost(t *testing.T) {
 	e.createPV(newPV("doomed", "1Gi").class("l"))
 	e.createClaim(newClaim("victim", "1Gi").class("l"))
 	e.waitBound("victim", "doomed")
-	// Remove the volume's protection so it really goes.
-	pv := e.pv("doomed")
-	pv.Finalizers = nil
-	if _, err := e.c.CoreV1().PersistentVolumes().Update(context.Background(), pv, metav1.UpdateOptions{}); err != nil {
+	// Delete it, then lift its protection (a Bound volume is protected) so
+	// it really goes.
+	if err := e.c.CoreV1().PersistentVolumes().Delete(context.Background(), "doomed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.c.CoreV1().PersistentVolumes().Delete(context.Background(), "doomed", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+	if _, err := e.c.CoreV1().PersistentVolumes().Patch(context.Background(), "doomed", types.JSONPatchType,
+		[]byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.eventually("claim Lost with ClaimLost", func() bool {
 		ev := e.event("victim", "ClaimLost")
 		return e.claim("victim").Status.Phase == corev1.ClaimLost && ev != nil && ev.Message == "Bound claim has lost its PersistentVolume. Data on the volume is lost!"
 	})
+}
+
+// 7: a claim created before any default class gets the default later
+// (upstream's retroactive default StorageClass), then binds in it.
+func TestRetroactiveDefaultClass(t *testing.T) {
+	e := start(t)
+	claim := newClaim("early", "1Gi")
+	e.createClaim(claim) // no class at all
+	e.createPV(newPV("later", "1Gi").class("std"))
+	if _, err := e.c.StorageV1().StorageClasses().Create(context.Background(), &storagev1.StorageClass{
+		ObjectMeta:  metav1.ObjectMeta{Name: "std", Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
+		Provisioner: "kubernetes.io/no-provisioner"}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBound("early", "later")
+	if sc := e.claim("early").Spec.StorageClassName; sc == nil || *sc != "std" {
+		t.Fatalf("storageClassName = %v, want std", sc)
+	}
+}
+
+// 8: WaitForFirstConsumer: once the scheduler picks a node, the claim binds a
+// volume whose node affinity allows that node.
+func TestWaitForFirstConsumerBindsOnTheSelectedNode(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	wffc := storagev1.VolumeBindingWaitForFirstConsumer
+	if _, err := e.c.StorageV1().StorageClasses().Create(ctx, &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "local"}, Provisioner: "kubernetes.io/no-provisioner", VolumeBindingMode: &wffc}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"node-a", "node-b"} {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"kubernetes.io/hostname": n}}}
+		if _, err := e.c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pv := newPV("pv-on-"+n, "1Gi").class("local")
+		pv.Spec.HostPath, pv.Spec.Local = nil, &corev1.LocalVolumeSource{Path: "/mnt/disks/" + n}
+		pv.Spec.NodeAffinity = &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+			MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{n}}}}}}}
+		e.createPV(pv)
+	}
+	claim := newClaim("data", "1Gi").class("local")
+	claim.Annotations = map[string]string{"volume.kubernetes.io/selected-node": "node-b"}
+	e.createClaim(claim)
+	e.waitBound("data", "pv-on-node-b")
 }

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/moorage/moorage/internal/pvmatch"
 )
 
 var everything = labels.Everything()
@@ -16,15 +18,18 @@ var everything = labels.Everything()
 // and claim seen from the informers or written by this controller, so a sync
 // never acts on a version older than one it wrote itself.
 type latestCache struct {
-	mu      sync.RWMutex
+	mu sync.RWMutex
+	// index holds the cached volumes for matching; it changes only under mu,
+	// together with volumes, so it never keeps a volume the cache dropped.
+	index   *pvmatch.Index
 	volumes map[string]*corev1.PersistentVolume
 	claims  map[string]*corev1.PersistentVolumeClaim
 	// pending holds the keys of claims without a volume, by class.
 	pending map[string]map[string]bool
 }
 
-func newLatestCache() *latestCache {
-	return &latestCache{volumes: map[string]*corev1.PersistentVolume{}, claims: map[string]*corev1.PersistentVolumeClaim{}, pending: map[string]map[string]bool{}}
+func newLatestCache(index *pvmatch.Index) *latestCache {
+	return &latestCache{index: index, volumes: map[string]*corev1.PersistentVolume{}, claims: map[string]*corev1.PersistentVolumeClaim{}, pending: map[string]map[string]bool{}}
 }
 
 // trackPending files or unfiles a claim as waiting for a volume.
@@ -67,6 +72,7 @@ func (l *latestCache) put(obj runtime.Object) bool {
 			return false
 		}
 		l.volumes[o.Name] = o
+		l.index.Upsert(o)
 	case *corev1.PersistentVolumeClaim:
 		key := claimKey(o)
 		if cur, ok := l.claims[key]; ok && newer(cur, o) {
@@ -87,6 +93,7 @@ func (l *latestCache) remove(obj runtime.Object) {
 	switch o := obj.(type) {
 	case *corev1.PersistentVolume:
 		delete(l.volumes, o.Name)
+		l.index.Delete(o.Name)
 	case *corev1.PersistentVolumeClaim:
 		delete(l.claims, claimKey(o))
 		l.trackPending(o, false)

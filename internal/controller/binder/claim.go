@@ -46,7 +46,18 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 		return err
 	}
 	key := claimKey(claim)
-	pv, err := c.index.Find(claim, pvmatch.Options{DelayBinding: delay, Exclude: c.isAssumedByOther(key)})
+	opts := pvmatch.Options{DelayBinding: delay, Exclude: c.isAssumedByOther(key)}
+	if selected := claim.Annotations[annSelectedNode]; delay && selected != "" {
+		// The scheduler chose a node for the claim's first pod: bind a volume
+		// reachable from that node (upstream's scheduler binds these itself;
+		// here the binder does it, with the same choice).
+		node, err := c.nodeLister.Get(selected)
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		opts.Node = node
+	}
+	pv, err := c.index.Find(claim, opts)
 	if err != nil {
 		return fmt.Errorf("error finding PV for claim %q: %w", key, err)
 	}
@@ -58,6 +69,9 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 		return c.bind(ctx, pv, claim)
 	}
 	// OBSERVATION: nothing fits.
+	if assigned, err := c.assignDefaultClass(ctx, claim); assigned || err != nil {
+		return err // the update brings the claim back, with its class
+	}
 	class := claimClass(claim)
 	switch {
 	case delay && claim.Annotations[annSelectedNode] == "":
@@ -123,6 +137,39 @@ func (c *Controller) syncBoundClaim(ctx context.Context, claim *corev1.Persisten
 		return c.setClaimPhaseWithEvent(ctx, claim, corev1.ClaimLost, corev1.EventTypeWarning, "ClaimMisbound",
 			"Two claims are bound to the same volume, this one is bound incorrectly")
 	}
+}
+
+// assignDefaultClass is upstream's retroactive default StorageClass: a claim
+// created with no class at all (not "") gets the default class when one
+// exists, so that it can bind or be provisioned.
+func (c *Controller) assignDefaultClass(ctx context.Context, claim *corev1.PersistentVolumeClaim) (bool, error) {
+	if claim.Spec.StorageClassName != nil {
+		return false, nil
+	}
+	if _, ok := claim.Annotations[annBetaStorageClass]; ok {
+		return false, nil
+	}
+	classes, err := c.classLister.List(everything)
+	if err != nil {
+		return false, err
+	}
+	var best *storagev1.StorageClass
+	for _, sc := range classes {
+		if sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" && sc.Annotations["storageclass.beta.kubernetes.io/is-default-class"] != "true" {
+			continue
+		}
+		if best == nil || best.CreationTimestamp.Before(&sc.CreationTimestamp) ||
+			(best.CreationTimestamp.Equal(&sc.CreationTimestamp) && sc.Name < best.Name) {
+			best = sc
+		}
+	}
+	if best == nil {
+		return false, nil
+	}
+	updated := claim.DeepCopy()
+	updated.Spec.StorageClassName = &best.Name
+	_, err = c.updateClaim(ctx, updated)
+	return err == nil, err
 }
 
 // delayBinding: the claim's class binds WaitForFirstConsumer.

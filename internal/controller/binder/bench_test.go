@@ -1,0 +1,90 @@
+package binder_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/moorage/moorage/internal/testserver"
+)
+
+// BenchmarkBindStorm is the benchmark through the API: N PVs, then N
+// claims created by 8 parallel clients; an op is the time until every claim
+// is Bound. Run with -benchtime=1x; binds/s is reported.
+func BenchmarkBindStorm(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("claims=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				srv := testserver.Start(b)
+				c := testserver.Client(b, srv)
+				parallel(b, n, func(i int) error {
+					_, err := c.CoreV1().PersistentVolumes().Create(context.Background(), newPV(fmt.Sprintf("pv-%05d", i), "1Gi").class("bench").PersistentVolume, metav1.CreateOptions{})
+					return err
+				})
+				b.StartTimer()
+				start := time.Now()
+				parallel(b, n, func(i int) error {
+					_, err := c.CoreV1().PersistentVolumeClaims("default").Create(context.Background(), newClaim(fmt.Sprintf("claim-%05d", i), "1Gi").class("bench").PersistentVolumeClaim, metav1.CreateOptions{})
+					return err
+				})
+				created := time.Since(start)
+				waitAllBound(b, c, n)
+				elapsed := time.Since(start)
+				b.StopTimer()
+				b.ReportMetric(float64(n)/elapsed.Seconds(), "binds/s")
+				b.ReportMetric(float64(n)/created.Seconds(), "creates/s")
+			}
+		})
+	}
+}
+
+func parallel(b *testing.B, n int, f func(int) error) {
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := f(i); err != nil {
+					b.Error(err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
+func waitAllBound(b *testing.B, c kubernetes.Interface, n int) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		list, err := c.CoreV1().PersistentVolumeClaims("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bound := 0
+		for _, claim := range list.Items {
+			if claim.Status.Phase == corev1.ClaimBound {
+				bound++
+			}
+		}
+		if bound == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d claims Bound", bound, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
