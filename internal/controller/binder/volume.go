@@ -22,7 +22,7 @@ func (c *Controller) syncVolume(ctx context.Context, name string) error {
 		_, err := c.setVolumePhase(ctx, pv, corev1.VolumeAvailable, "")
 		return err
 	}
-	claim, err := c.claimFor(ctx, ref)
+	claim, err := c.claimFor(ctx, ref, pv.Status.Phase != corev1.VolumeReleased && pv.Status.Phase != corev1.VolumeFailed)
 	if err != nil {
 		return err
 	}
@@ -65,11 +65,16 @@ func (c *Controller) syncVolume(ctx context.Context, name string) error {
 }
 
 // claimFor finds the claim a claimRef names, by uid: a claim of that name
-// with another uid is a new claim, and the old one is gone.
-func (c *Controller) claimFor(ctx context.Context, ref *corev1.ObjectReference) (*corev1.PersistentVolumeClaim, error) {
+// with another uid is a new claim, and the old one is gone. With askAPI, a
+// claim missing from the cache is looked up in the API before it is called
+// gone (upstream skips that for volumes already Released or Failed).
+func (c *Controller) claimFor(ctx context.Context, ref *corev1.ObjectReference, askAPI bool) (*corev1.PersistentVolumeClaim, error) {
 	claim := c.latest.claim(ref.Namespace + "/" + ref.Name)
 	if claim != nil && claim.UID == ref.UID {
 		return claim, nil
+	}
+	if !askAPI {
+		return nil, nil
 	}
 	// The cache may lag: ask the API before calling the claim gone.
 	live, err := c.client.CoreV1().PersistentVolumeClaims(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
