@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"github.com/moorage/moorage/internal/pvmatch"
 	"slices"
 	"sort"
 
@@ -82,7 +83,7 @@ func (s *Server) admitClaimResize(ctx context.Context, pvc, old *corev1.Persiste
 	if old.Status.Phase != corev1.ClaimBound {
 		return forbidden("Only bound persistent volume claims can be expanded")
 	}
-	allowed, err := s.classAllowsExpansion(ctx, claimClass(pvc), claimClass(old))
+	allowed, err := s.classAllowsExpansion(ctx, pvmatch.ClaimClass(pvc), pvmatch.ClaimClass(old))
 	if err != nil {
 		return err
 	}
@@ -107,18 +108,6 @@ func (s *Server) classAllowsExpansion(ctx context.Context, class, oldClass strin
 	}
 	allow := obj.(*storagev1.StorageClass).AllowVolumeExpansion
 	return allow != nil && *allow, nil
-}
-
-// claimClass is the claim's class as upstream's GetPersistentVolumeClaimClass
-// reads it: the beta annotation first, then spec.storageClassName.
-func claimClass(pvc *corev1.PersistentVolumeClaim) string {
-	if class, ok := pvc.Annotations[betaStorageClassAnnotation]; ok {
-		return class
-	}
-	if pvc.Spec.StorageClassName != nil {
-		return *pvc.Spec.StorageClassName
-	}
-	return ""
 }
 
 // defaultStorageClass is upstream's DefaultStorageClass plugin: a claim that

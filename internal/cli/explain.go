@@ -92,7 +92,7 @@ func explainClaim(ctx context.Context, out io.Writer, c kubernetes.Interface, ns
 	for i := range pvList.Items {
 		volumes[i] = &pvList.Items[i]
 	}
-	class := claimClassName(claim)
+	class := pvmatch.ClaimClass(claim)
 	var sc *storagev1.StorageClass
 	if class != "" {
 		sc, _ = c.StorageV1().StorageClasses().Get(ctx, class, metav1.GetOptions{})
@@ -156,23 +156,13 @@ func explainClaim(ctx context.Context, out io.Writer, c kubernetes.Interface, ns
 	return nil
 }
 
-func claimClassName(claim *corev1.PersistentVolumeClaim) string {
-	if v, ok := claim.Annotations["volume.beta.kubernetes.io/storage-class"]; ok {
-		return v
-	}
-	if claim.Spec.StorageClassName != nil {
-		return *claim.Spec.StorageClassName
-	}
-	return ""
-}
-
 func quoteClass(claim *corev1.PersistentVolumeClaim) string {
 	if claim.Spec.StorageClassName == nil {
 		if _, ok := claim.Annotations["volume.beta.kubernetes.io/storage-class"]; !ok {
 			return "unset (a default class, if one appears, is assigned)"
 		}
 	}
-	return fmt.Sprintf("%q", claimClassName(claim))
+	return fmt.Sprintf("%q", pvmatch.ClaimClass(claim))
 }
 
 func modes(m []corev1.PersistentVolumeAccessMode) string {

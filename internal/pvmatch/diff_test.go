@@ -260,7 +260,7 @@ func TestDifferential(t *testing.T) {
 func describe(c *corev1.PersistentVolumeClaim, vols []*corev1.PersistentVolume, opts Options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "claim %s/%s uid=%s class=%q modes=%v vmode=%v req=%s sel=%v vac=%v ann=%v\n", c.Namespace, c.Name, c.UID,
-		claimClass(c), c.Spec.AccessModes, volumeMode(c.Spec.VolumeMode), qtyString(c.Spec.Resources.Requests[corev1.ResourceStorage]),
+		ClaimClass(c), c.Spec.AccessModes, volumeMode(c.Spec.VolumeMode), qtyString(c.Spec.Resources.Requests[corev1.ResourceStorage]),
 		metav1.FormatLabelSelector(c.Spec.Selector), deref(c.Spec.VolumeAttributesClassName), c.Annotations)
 	if opts.Node != nil {
 		fmt.Fprintf(&b, "node %s %v\n", opts.Node.Name, opts.Node.Labels)
@@ -277,7 +277,7 @@ func describe(c *corev1.PersistentVolumeClaim, vols []*corev1.PersistentVolume, 
 		}
 		fmt.Fprintf(&b, "  %s cap=%s modes=%v vmode=%s class=%q phase=%q ref=%s del=%v vac=%q excl=%v labels=%v aff=%s\n",
 			v.Name, qtyString(v.Spec.Capacity[corev1.ResourceStorage]), v.Spec.AccessModes, volumeMode(v.Spec.VolumeMode),
-			volumeClass(v), v.Status.Phase, ref, v.DeletionTimestamp != nil, deref(v.Spec.VolumeAttributesClassName),
+			VolumeClass(v), v.Status.Phase, ref, v.DeletionTimestamp != nil, deref(v.Spec.VolumeAttributesClassName),
 			opts.Exclude != nil && opts.Exclude(v.Name), v.Labels, aff)
 	}
 	return b.String()

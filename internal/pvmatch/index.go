@@ -62,7 +62,7 @@ func newEntry(pv *corev1.PersistentVolume) *entry {
 		name:       pv.Name,
 		qty:        pv.Spec.Capacity[corev1.ResourceStorage],
 		rawModes:   pv.Spec.AccessModes,
-		class:      volumeClass(pv),
+		class:      VolumeClass(pv),
 		volumeMode: volumeMode(pv.Spec.VolumeMode),
 		vac:        deref(pv.Spec.VolumeAttributesClassName),
 		labels:     pv.Labels,

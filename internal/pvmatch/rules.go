@@ -77,9 +77,9 @@ func (m modeSet) String() string {
 	return strings.Join(parts, ",")
 }
 
-// claimClass is GetPersistentVolumeClaimClass: the beta annotation wins, then
-// spec.storageClassName; unset and "" are both "".
-func claimClass(c *corev1.PersistentVolumeClaim) string {
+// ClaimClass is upstream's GetPersistentVolumeClaimClass: the beta annotation
+// wins, then spec.storageClassName; unset and "" are both "".
+func ClaimClass(c *corev1.PersistentVolumeClaim) string {
 	if class, ok := c.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		return class
 	}
@@ -89,8 +89,9 @@ func claimClass(c *corev1.PersistentVolumeClaim) string {
 	return ""
 }
 
-// volumeClass is GetPersistentVolumeClass.
-func volumeClass(pv *corev1.PersistentVolume) string {
+// VolumeClass is upstream's GetPersistentVolumeClass: the beta annotation
+// wins over spec.storageClassName.
+func VolumeClass(pv *corev1.PersistentVolume) string {
 	if class, ok := pv.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		return class
 	}
@@ -275,7 +276,7 @@ func newQuery(c *corev1.PersistentVolumeClaim, opts Options) query {
 	q := query{
 		claim:    claimName{c.Namespace, c.Name},
 		uid:      c.UID,
-		class:    claimClass(c),
+		class:    ClaimClass(c),
 		req:      c.Spec.Resources.Requests[corev1.ResourceStorage],
 		rawModes: c.Spec.AccessModes,
 		node:     opts.Node,

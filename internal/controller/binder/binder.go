@@ -233,7 +233,7 @@ func (c *Controller) volumeChanged(obj any) {
 	if pv.Spec.ClaimRef == nil && pv.DeletionTimestamp == nil {
 		// A free volume may be what a pending claim waits for: look again
 		// now rather than at the next resync (upstream waits for it).
-		for _, key := range c.latest.pendingClaims(volumeClass(pv), pendingWakeups) {
+		for _, key := range c.latest.pendingClaims(pvmatch.VolumeClass(pv), pendingWakeups) {
 			c.claims.Add(key)
 		}
 	}

@@ -34,7 +34,7 @@ func newLatestCache(index *pvmatch.Index) *latestCache {
 
 // trackPending files or unfiles a claim as waiting for a volume.
 func (l *latestCache) trackPending(claim *corev1.PersistentVolumeClaim, waiting bool) {
-	class, key := claimClass(claim), claimKey(claim)
+	class, key := pvmatch.ClaimClass(claim), claimKey(claim)
 	if !waiting {
 		if set := l.pending[class]; set != nil {
 			delete(set, key)
@@ -78,7 +78,7 @@ func (l *latestCache) put(obj runtime.Object) bool {
 		if cur, ok := l.claims[key]; ok && newer(cur, o) {
 			return false
 		}
-		if cur, ok := l.claims[key]; ok && claimClass(cur) != claimClass(o) {
+		if cur, ok := l.claims[key]; ok && pvmatch.ClaimClass(cur) != pvmatch.ClaimClass(o) {
 			l.trackPending(cur, false)
 		}
 		l.claims[key] = o

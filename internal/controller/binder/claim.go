@@ -22,7 +22,20 @@ const (
 	annProvisionedBy        = "pv.kubernetes.io/provisioned-by"
 	annBetaStorageClass     = "volume.beta.kubernetes.io/storage-class"
 	notSupportedProvisioner = "kubernetes.io/no-provisioner"
+	annMigratedTo           = "pv.kubernetes.io/migrated-to"
 )
+
+// migratedProvisioners are the in-tree provisioners that upstream 1.33 always
+// hands to their CSI drivers (CSI migration, on by default and locked).
+var migratedProvisioners = map[string]string{
+	"kubernetes.io/aws-ebs":         "ebs.csi.aws.com",
+	"kubernetes.io/gce-pd":          "pd.csi.storage.gke.io",
+	"kubernetes.io/azure-disk":      "disk.csi.azure.com",
+	"kubernetes.io/azure-file":      "file.csi.azure.com",
+	"kubernetes.io/cinder":          "cinder.csi.openstack.org",
+	"kubernetes.io/vsphere-volume":  "csi.vsphere.vmware.com",
+	"kubernetes.io/portworx-volume": "pxd.portworx.com",
+}
 
 // syncClaim is upstream's syncClaim: an unbound claim is matched (or waits,
 // or is handed to a provisioner); a bound one is checked against its volume.
@@ -72,7 +85,7 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 	if assigned, err := c.assignDefaultClass(ctx, claim); assigned || err != nil {
 		return err // the update brings the claim back, with its class
 	}
-	class := claimClass(claim)
+	class := pvmatch.ClaimClass(claim)
 	switch {
 	case delay && claim.Annotations[annSelectedNode] == "":
 		c.waitForFirstConsumer(claim)
@@ -174,7 +187,7 @@ func (c *Controller) assignDefaultClass(ctx context.Context, claim *corev1.Persi
 
 // delayBinding: the claim's class binds WaitForFirstConsumer.
 func (c *Controller) delayBinding(claim *corev1.PersistentVolumeClaim) (bool, error) {
-	name := claimClass(claim)
+	name := pvmatch.ClaimClass(claim)
 	if name == "" {
 		return false, nil
 	}
@@ -227,24 +240,36 @@ func (c *Controller) provisionClaim(ctx context.Context, claim *corev1.Persisten
 		c.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "storageclass.storage.k8s.io %q not found", className)
 		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
 	}
-	if strings.HasPrefix(sc.Provisioner, "kubernetes.io/") {
+	provisioner, migrated := migratedProvisioners[sc.Provisioner]
+	if !migrated {
+		provisioner = sc.Provisioner
+	}
+	if !migrated && strings.HasPrefix(sc.Provisioner, "kubernetes.io/") {
 		// No in-tree plugin provisions here: upstream's message.
 		c.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "no volume plugin matched name: %s", sc.Provisioner)
 		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
 	}
-	if claim.Annotations[annStorageProvisioner] != sc.Provisioner || claim.Annotations[annBetaStorageProvision] != sc.Provisioner {
-		updated := claim.DeepCopy()
-		if updated.Annotations == nil {
-			updated.Annotations = map[string]string{}
+	want := map[string]string{annStorageProvisioner: provisioner, annBetaStorageProvision: provisioner}
+	if migrated {
+		want[annMigratedTo] = provisioner
+	}
+	updated := claim.DeepCopy()
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	changed := false
+	for k, v := range want {
+		if updated.Annotations[k] != v {
+			updated.Annotations[k], changed = v, true
 		}
-		updated.Annotations[annStorageProvisioner] = sc.Provisioner
-		updated.Annotations[annBetaStorageProvision] = sc.Provisioner
+	}
+	if changed {
 		if _, err := c.updateClaim(ctx, updated); err != nil {
 			return err
 		}
 	}
 	c.recorder.Eventf(claim, corev1.EventTypeNormal, "ExternalProvisioning",
-		"Waiting for a volume to be created either by the external provisioner '%s' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.", sc.Provisioner)
+		"Waiting for a volume to be created either by the external provisioner '%s' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.", provisioner)
 	return nil
 }
 
@@ -259,7 +284,7 @@ func volumeSatisfiesClaim(pv *corev1.PersistentVolume, claim *corev1.PersistentV
 	if capacity.Cmp(req) < 0 {
 		return "requested PV is too small"
 	}
-	if volumeClass(pv) != claimClass(claim) {
+	if pvmatch.VolumeClass(pv) != pvmatch.ClaimClass(claim) {
 		return "storageClassName does not match"
 	}
 	if volumeModeOf(pv.Spec.VolumeMode) != volumeModeOf(claim.Spec.VolumeMode) {
@@ -282,24 +307,6 @@ func volumeModeOf(m *corev1.PersistentVolumeMode) corev1.PersistentVolumeMode {
 		return corev1.PersistentVolumeFilesystem
 	}
 	return *m
-}
-
-// claimClass and volumeClass: the beta annotation wins over the field.
-func claimClass(claim *corev1.PersistentVolumeClaim) string {
-	if v, ok := claim.Annotations[annBetaStorageClass]; ok {
-		return v
-	}
-	if claim.Spec.StorageClassName != nil {
-		return *claim.Spec.StorageClassName
-	}
-	return ""
-}
-
-func volumeClass(pv *corev1.PersistentVolume) string {
-	if v, ok := pv.Annotations[annBetaStorageClass]; ok {
-		return v
-	}
-	return pv.Spec.StorageClassName
 }
 
 // isBoundTo: the volume's claimRef names the claim (and its uid, if set).
