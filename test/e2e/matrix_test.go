@@ -236,7 +236,8 @@ func runMatrix(t *testing.T, m *moorage, v int) {
 		pvcCols := []string{"NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"}
 		r = m.kubectl(t, v, "get", "pvc", "-n", "seed000")
 		expectHeader(t, r, pvcCols...)
-		checkCol(t, r, "STATUS", "Pending", "storage-claim")
+		checkCol(t, r, "STATUS", "Bound", "storage-claim") // to pv-1: its labels pass the selector
+		checkCol(t, r, "VOLUME", "pv-1", "storage-claim")
 		checkCol(t, r, "STORAGECLASS", "normal", "storage-claim")
 		checkCol(t, r, "STORAGECLASS", "aws-efs", "efs") // from the beta annotation, as upstream
 		r = m.kubectl(t, v, "get", "pvc", "-n", "seed000", "-o", "wide")
@@ -389,7 +390,7 @@ func runMatrix(t *testing.T, m *moorage, v int) {
 		describe([]string{"pv", "example-pv"}, `(?m)^Node Affinity:\s*$`, `(?m)^\s+Required Terms:\s*$`,
 			`(?m)^\s+Term 0:\s+kubernetes.io/hostname in \[example-node\]$`, `(?m)^\s+Type:\s+LocalVolume`, `(?m)^\s+Path:\s+/mnt/disks/ssd1$`)
 		describe([]string{"pvc", "storage-claim", "-n", "seed000"}, `(?m)^Name:\s+storage-claim$`, `(?m)^Namespace:\s+seed000$`,
-			`(?m)^StorageClass:\s+normal$`, `(?m)^Status:\s+Pending$`,
+			`(?m)^StorageClass:\s+normal$`, `(?m)^Status:\s+Bound$`,
 			`(?m)^VolumeMode:\s+Filesystem$`, `(?m)^Used By:\s+<none>$`, `(?m)^Events:\s+<none>$`)
 		describe([]string{"sts", "web", "-n", "seed000"}, `(?m)^Name:\s+web$`, `(?m)^Selector:\s+app=nginx$`,
 			`(?m)^Replicas:\s+3 desired \| 0 total$`, `(?m)^Update Strategy:\s+RollingUpdate$`, `(?m)^\s+Partition:\s+0$`,
@@ -960,8 +961,16 @@ func checkSeedDefaults(t *testing.T, m *moorage, v int) {
 		if pvc.Spec.VolumeMode == nil || *pvc.Spec.VolumeMode != wantMode {
 			t.Errorf("pvc %s: spec.volumeMode = %v, want %s", o.Name, pvc.Spec.VolumeMode, wantMode)
 		}
-		if pvc.Status.Phase != corev1.ClaimPending {
-			t.Errorf("pvc %s: status.phase = %q, want Pending (nothing binds yet)", o.Name, pvc.Status.Phase)
+		// Claims bind where a seed's volume fits (binding_test.go checks
+		// which); a Bound claim names its volume.
+		switch pvc.Status.Phase {
+		case corev1.ClaimPending:
+		case corev1.ClaimBound:
+			if pvc.Spec.VolumeName == "" {
+				t.Errorf("pvc %s: Bound without spec.volumeName", o.Name)
+			}
+		default:
+			t.Errorf("pvc %s: status.phase = %q, want Pending or Bound", o.Name, pvc.Status.Phase)
 		}
 	}
 	claim := pvcBy["storage-claim"]

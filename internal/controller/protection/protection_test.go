@@ -274,9 +274,12 @@ func TestClaimFinalizerIsRestored(t *testing.T) {
 
 func TestBoundVolumeStays(t *testing.T) {
 	c, ctx := start(t)
+	// A real bound pair: the binder binds the claim to the volume (a volume
+	// merely marked Bound, without a claim, would be made Available again).
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: "vol"},
 		Spec: corev1.PersistentVolumeSpec{
+			StorageClassName:       "protected",
 			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp/vol"}},
@@ -289,18 +292,17 @@ func TestBoundVolumeStays(t *testing.T) {
 	if !slices.Equal(pv.Finalizers, []string{protection.PVFinalizer}) {
 		t.Fatalf("volume created with finalizers %v, want [%s]", pv.Finalizers, protection.PVFinalizer)
 	}
-	setPhase := func(phase corev1.PersistentVolumePhase) {
-		t.Helper()
-		cur, err := c.CoreV1().PersistentVolumes().Get(ctx, "vol", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur.Status.Phase = phase
-		if _, err := c.CoreV1().PersistentVolumes().UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	class := "protected"
+	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "user", Namespace: "default"}, Spec: corev1.PersistentVolumeClaimSpec{
+		StorageClassName: &class, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	if _, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	setPhase(corev1.VolumeBound)
+	eventually(t, "the volume to be Bound", func(ctx context.Context) (bool, error) {
+		got, err := c.CoreV1().PersistentVolumes().Get(ctx, "vol", metav1.GetOptions{})
+		return err == nil && got.Status.Phase == corev1.VolumeBound, err
+	})
 	if err := c.CoreV1().PersistentVolumes().Delete(ctx, "vol", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -309,6 +311,7 @@ func TestBoundVolumeStays(t *testing.T) {
 	// has handled the events before.
 	barrier := pv.DeepCopy()
 	barrier.ObjectMeta = metav1.ObjectMeta{Name: "barrier"}
+	barrier.Spec.StorageClassName = "none"
 	if _, err := c.CoreV1().PersistentVolumes().Create(ctx, barrier, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +327,10 @@ func TestBoundVolumeStays(t *testing.T) {
 		t.Fatalf("bound volume: deletionTimestamp %v, finalizers %v", got.DeletionTimestamp, got.Finalizers)
 	}
 
-	setPhase(corev1.VolumeReleased)
+	// The claim goes: the volume is Released, no longer protected, and goes.
+	if err := c.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "user", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	volumeGone(t, c, "vol")
 }
 
