@@ -22,7 +22,6 @@ import (
 const (
 	isDefaultClassAnnotation     = "storageclass.kubernetes.io/is-default-class"
 	betaIsDefaultClassAnnotation = "storageclass.beta.kubernetes.io/is-default-class"
-	betaStorageClassAnnotation   = "volume.beta.kubernetes.io/storage-class"
 )
 
 // Finalizers of upstream's StorageObjectInUseProtection, removed by the
@@ -118,7 +117,7 @@ func (s *Server) defaultStorageClass(ctx context.Context, pvc *corev1.Persistent
 	if pvc.Spec.StorageClassName != nil {
 		return nil
 	}
-	if _, ok := pvc.Annotations[betaStorageClassAnnotation]; ok {
+	if _, ok := pvc.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		return nil
 	}
 	res := s.resourceByPlural("storageclasses")

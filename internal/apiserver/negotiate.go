@@ -82,7 +82,7 @@ func (s *Server) negotiate(r *http.Request, allowTable bool) (output, error) {
 		}
 		return out, nil
 	}
-	return output{}, apierrors.NewGenericServerResponse(http.StatusNotAcceptable, "get", s.noResource(), "",
+	return output{}, apierrors.NewGenericServerResponse(http.StatusNotAcceptable, "get", emptyGR, "",
 		"only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf", 0, false)
 }
 

@@ -162,8 +162,6 @@ func TokenAuthenticator(tokens ...string) func(string) bool {
 
 var emptyGR = schema.GroupResource{}
 
-func (s *Server) noResource() schema.GroupResource { return emptyGR }
-
 func pathNotFound(path string) error {
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,

@@ -158,7 +158,7 @@ func explainClaim(ctx context.Context, out io.Writer, c kubernetes.Interface, ns
 
 func quoteClass(claim *corev1.PersistentVolumeClaim) string {
 	if claim.Spec.StorageClassName == nil {
-		if _, ok := claim.Annotations["volume.beta.kubernetes.io/storage-class"]; !ok {
+		if _, ok := claim.Annotations[corev1.BetaStorageClassAnnotation]; !ok {
 			return "unset (a default class, if one appears, is assigned)"
 		}
 	}

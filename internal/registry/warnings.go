@@ -12,8 +12,6 @@ import (
 // Upstream's API warnings (the `Warning:` lines kubectl prints) for the
 // storage kinds: deprecated annotations, reclaim policies and node labels.
 
-const betaStorageClassAnnotation = "volume.beta.kubernetes.io/storage-class"
-
 // deprecatedNodeLabels are the node labels upstream warns about in volume
 // node affinity: the version they were deprecated in and their replacement.
 var deprecatedNodeLabels = map[string][2]string{
@@ -27,7 +25,7 @@ var deprecatedNodeLabels = map[string][2]string{
 func persistentVolumeWarnings(obj, _ runtime.Object) []string {
 	pv := obj.(*corev1.PersistentVolume)
 	var out []string
-	if _, ok := pv.Annotations[betaStorageClassAnnotation]; ok {
+	if _, ok := pv.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		out = append(out, storageClassAnnotationWarning(field.NewPath("metadata", "annotations")))
 	}
 	if pv.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimRecycle {
@@ -49,7 +47,7 @@ func persistentVolumeWarnings(obj, _ runtime.Object) []string {
 
 func claimWarnings(claim *corev1.PersistentVolumeClaim, path *field.Path) []string {
 	var out []string
-	if _, ok := claim.Annotations[betaStorageClassAnnotation]; ok {
+	if _, ok := claim.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		out = append(out, storageClassAnnotationWarning(path.Child("metadata", "annotations")))
 	}
 	for name, list := range map[string]corev1.ResourceList{"requests": claim.Spec.Resources.Requests, "limits": claim.Spec.Resources.Limits} {
@@ -75,5 +73,5 @@ func statefulSetWarnings(obj, _ runtime.Object) []string {
 }
 
 func storageClassAnnotationWarning(annotations *field.Path) string {
-	return fmt.Sprintf("%s: deprecated since v1.8; use %q attribute instead", annotations.Key(betaStorageClassAnnotation), "storageClassName")
+	return fmt.Sprintf("%s: deprecated since v1.8; use %q attribute instead", annotations.Key(corev1.BetaStorageClassAnnotation), "storageClassName")
 }

@@ -20,7 +20,6 @@ const (
 	annStorageProvisioner   = "volume.kubernetes.io/storage-provisioner"
 	annBetaStorageProvision = "volume.beta.kubernetes.io/storage-provisioner"
 	annProvisionedBy        = "pv.kubernetes.io/provisioned-by"
-	annBetaStorageClass     = "volume.beta.kubernetes.io/storage-class"
 	notSupportedProvisioner = "kubernetes.io/no-provisioner"
 	annMigratedTo           = "pv.kubernetes.io/migrated-to"
 )
@@ -159,7 +158,7 @@ func (c *Controller) assignDefaultClass(ctx context.Context, claim *corev1.Persi
 	if claim.Spec.StorageClassName != nil {
 		return false, nil
 	}
-	if _, ok := claim.Annotations[annBetaStorageClass]; ok {
+	if _, ok := claim.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		return false, nil
 	}
 	classes, err := c.classLister.List(everything)

@@ -8,9 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// betaStorageClassAnnotation, when present, names a volume's or claim's class
+// corev1.BetaStorageClassAnnotation, when present, names a volume's or claim's class
 // and takes precedence over spec.storageClassName.
-const betaStorageClassAnnotation = "volume.beta.kubernetes.io/storage-class"
 
 func persistentVolumePrinter() Printer {
 	spec := corev1.PersistentVolumeSpec{}.SwaggerDoc()
@@ -50,7 +49,7 @@ func persistentVolumeRow(pv *corev1.PersistentVolume, now time.Time) ([]interfac
 		phase = "Terminating"
 	}
 	class := pv.Spec.StorageClassName
-	if beta, ok := pv.Annotations[betaStorageClassAnnotation]; ok {
+	if beta, ok := pv.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		class = beta
 	}
 	capacity := pv.Spec.Capacity[corev1.ResourceStorage]
@@ -100,7 +99,7 @@ func persistentVolumeClaimRow(pvc *corev1.PersistentVolumeClaim, now time.Time) 
 	if pvc.Spec.StorageClassName != nil {
 		class = *pvc.Spec.StorageClassName
 	}
-	if beta, ok := pvc.Annotations[betaStorageClassAnnotation]; ok {
+	if beta, ok := pvc.Annotations[corev1.BetaStorageClassAnnotation]; ok {
 		class = beta
 	}
 	return []interface{}{
