@@ -66,6 +66,9 @@ func (s *Server) parseSelectors(r *http.Request, req *request) (selectors, error
 		sel.field = fields.AndSelectors(sel.field, fields.OneTermEqualSelector("metadata.name", req.name))
 	}
 	// Every field named must be one the resource supports.
+	if sel.field.Empty() {
+		return sel, nil
+	}
 	zero, err := s.scheme.New(req.res.GVK)
 	if err != nil {
 		return sel, err
