@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/util/managedfields"
-	"k8s.io/client-go/applyconfigurations"
 	"sigs.k8s.io/structured-merge-diff/v4/fieldpath"
 
 	"github.com/moorage/moorage/internal/registry"
@@ -36,7 +35,7 @@ func (s *Server) fieldManager(res *registry.Resource, subresource string) (*mana
 		return fm, nil
 	}
 	if fms.tc == nil {
-		fms.tc = applyconfigurations.NewTypeConverter(s.scheme)
+		fms.tc = newTypeConverter(s.scheme)
 	}
 	// As upstream: a main-resource write never owns status, and a status
 	// write never owns the spec.

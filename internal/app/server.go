@@ -24,6 +24,7 @@ import (
 	"github.com/moorage/moorage/internal/apiserver"
 	"github.com/moorage/moorage/internal/apiserver/openapi"
 	"github.com/moorage/moorage/internal/fsutil"
+	"github.com/moorage/moorage/internal/loopback"
 	"github.com/moorage/moorage/internal/memtrim"
 	"github.com/moorage/moorage/internal/pki"
 	"github.com/moorage/moorage/internal/registry"
@@ -49,7 +50,8 @@ type ServerOptions struct {
 type Server struct {
 	URL        string
 	Kubeconfig string
-	// Loopback is the client configuration of in-process controllers.
+	// Loopback is a client configuration for this server over the network
+	// (TLS to its address, the admin token), as an external client has.
 	Loopback *rest.Config
 	Ready    time.Duration
 
@@ -163,6 +165,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s.Loopback = restConfig(s.URL, caPEM, token)
+	// The server's own controllers call the handler in-process: the same
+	// requests, without TLS and sockets in between.
+	inProcess := rest.CopyConfig(s.Loopback)
+	inProcess.Host, inProcess.TLSClientConfig = "http://in-process", rest.TLSClientConfig{}
+	inProcess.Transport = &loopback.Transport{Handler: api, BaseContext: func() context.Context { return serveCtx }}
 	api.MarkReady()
 
 	bg, cancel := context.WithCancel(context.Background())
@@ -172,7 +179,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		defer s.wg.Done()
 		store.RunCompactor(bg, s.store, 5*time.Minute)
 	}()
-	if err := startControllers(bg, &s.wg, s.Loopback, reg, log); err != nil {
+	if err := startControllers(bg, &s.wg, inProcess, reg, log); err != nil {
 		return nil, err
 	}
 	s.Ready = time.Since(start)
