@@ -118,6 +118,9 @@ func subresources(r *registry.Resource) []subresourceInfo {
 	if r.Plural == "namespaces" {
 		out = append(out, subresourceInfo{"finalize", r.GVK, []string{"update"}})
 	}
+	if r.Plural == "pods" && r.GVK.Group == "" {
+		out = append(out, subresourceInfo{"binding", schema.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}})
+	}
 	if r.Scale != nil {
 		out = append(out, subresourceInfo{"scale", schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}, []string{"get", "patch", "update"}})
 	}

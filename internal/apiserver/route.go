@@ -15,7 +15,7 @@ type request struct {
 	res         *registry.Resource
 	namespace   string // "" for cluster-scoped resources and all-namespace lists
 	name        string // "" for collection requests
-	subresource string // "", "status", "scale", "finalize"
+	subresource string // "", "status", "scale", "finalize", "binding"
 	watchPath   bool   // the legacy /watch/ path prefix
 	// createOnMissing lets an update create the object (server-side apply).
 	createOnMissing bool
@@ -120,6 +120,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		err = s.get(w, r, req)
 	case r.Method == http.MethodPost && req.name == "":
 		err = s.create(w, r, req)
+	case r.Method == http.MethodPost && req.subresource == "binding":
+		err = s.createBinding(w, r, req)
 	case r.Method == http.MethodPut && req.name != "":
 		err = s.update(w, r, req)
 	case r.Method == http.MethodPatch && req.name != "":

@@ -418,6 +418,9 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 		if res.PrepareForStatusUpdate != nil {
 			res.PrepareForStatusUpdate(obj, cur)
 		}
+	case "binding":
+		// Only the node, annotations and PodScheduled condition changed,
+		// set by createBinding itself.
 	case "finalize":
 		fin := obj.(*corev1.Namespace).Spec.Finalizers
 		registry.KeepAllButStatus(obj, cur)
@@ -456,7 +459,7 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 	if req.subresource == "status" {
 		validate = res.ValidateStatusUpdate
 	}
-	if validate != nil {
+	if validate != nil && req.subresource != "binding" {
 		if errs := validate(obj, cur); len(errs) > 0 {
 			return nil, apierrors.NewInvalid(res.GVK.GroupKind(), req.name, errs)
 		}

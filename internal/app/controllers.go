@@ -10,6 +10,7 @@ import (
 	"github.com/moorage/moorage/internal/controller/binder"
 	"github.com/moorage/moorage/internal/controller/gc"
 	"github.com/moorage/moorage/internal/controller/namespace"
+	"github.com/moorage/moorage/internal/controller/nodelifecycle"
 	"github.com/moorage/moorage/internal/controller/protection"
 	"github.com/moorage/moorage/internal/registry"
 )
@@ -33,6 +34,11 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 	if err != nil {
 		return err
 	}
+	nodes, err := nodelifecycle.New(cfg, log, nodelifecycle.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { nodes.Run(ctx) })
 	wg.Go(func() { binder.Run(ctx) })
 	wg.Go(func() { protect.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx) })

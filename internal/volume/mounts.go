@@ -1,0 +1,290 @@
+package volume
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// mountInfo is one line of /proc/self/mountinfo.
+type mountInfo struct {
+	mountPoint string
+	fsType     string
+	source     string
+}
+
+// readMountInfo parses /proc/self/mountinfo (proc(5)): the mount point is
+// field 5, the file system type and source follow the " - " separator.
+func readMountInfo() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(fields) < 5 || sep < 0 || sep+2 >= len(fields) {
+			return nil, fmt.Errorf("unexpected line in /proc/self/mountinfo: %q", sc.Text())
+		}
+		out = append(out, mountInfo{
+			mountPoint: unescapeMountField(fields[4]),
+			fsType:     fields[sep+1],
+			source:     unescapeMountField(fields[sep+2]),
+		})
+	}
+	return out, sc.Err()
+}
+
+// unescapeMountField undoes the kernel's octal escapes (\040 for a space,
+// \011, \012, \134) in mountinfo fields.
+func unescapeMountField(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// mountAt says whether path is a mount point and, if so, its topmost
+// mount (the last one listed).
+func mountAt(path string) (mountInfo, bool, error) {
+	mounts, err := readMountInfo()
+	if err != nil {
+		return mountInfo{}, false, err
+	}
+	path = filepath.Clean(path)
+	var found mountInfo
+	ok := false
+	for _, mi := range mounts {
+		if mi.mountPoint == path {
+			found, ok = mi, true
+		}
+	}
+	return found, ok, nil
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first, once
+// per stacked mount.
+func mountsUnder(dir string) ([]string, error) {
+	mounts, err := readMountInfo()
+	if err != nil {
+		return nil, err
+	}
+	dir = filepath.Clean(dir)
+	var out []string
+	for _, mi := range mounts {
+		if mi.mountPoint == dir || strings.HasPrefix(mi.mountPoint, dir+"/") {
+			out = append(out, mi.mountPoint)
+		}
+	}
+	// Deepest first. Stacked mounts appear once each: unmounting their
+	// path as often takes them all, topmost first.
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out, nil
+}
+
+// unmountUnder unmounts every mount at or below dir and checks that none
+// is left. Unmounting in the host's mount namespace does not disturb a
+// running container, which holds its own copy of each bind.
+func unmountUnder(dir string) error {
+	for attempt := 0; attempt < 4; attempt++ {
+		points, err := mountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		if len(points) == 0 {
+			return nil
+		}
+		for _, p := range points {
+			if err := unix.Unmount(p, 0); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("unmount %s: %w", p, err)
+			}
+		}
+	}
+	points, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	if len(points) > 0 {
+		return fmt.Errorf("mounts left under %s after unmounting: %v", dir, points)
+	}
+	return nil
+}
+
+// mountTmpfs mounts a tmpfs at dir unless one is there already. size is
+// its size limit (nil or zero: the kernel's default, half of RAM).
+func mountTmpfs(dir string, size *resource.Quantity) error {
+	mi, mounted, err := mountAt(dir)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		if mi.fsType != "tmpfs" {
+			return fmt.Errorf("%s is already a mount point of a %s file system, not a tmpfs", dir, mi.fsType)
+		}
+		return nil
+	}
+	var data string
+	if size != nil && size.Sign() > 0 {
+		data = fmt.Sprintf("size=%d", size.Value())
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, data); err != nil {
+		return fmt.Errorf("mount tmpfs at %s (%s): %w", dir, data, err)
+	}
+	return nil
+}
+
+// bindMount binds src at dst, read-only if asked (a read-only bind needs a
+// second, remounting call).
+func bindMount(src, dst string, readOnly bool) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount %s at %s: %w", src, dst, err)
+	}
+	if readOnly {
+		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			_ = unix.Unmount(dst, 0)
+			return fmt.Errorf("remount %s read-only: %w", dst, err)
+		}
+	}
+	return nil
+}
+
+// removeAllOneFS removes path and everything below it without following
+// symlinks and without crossing into another file system: a directory on
+// another device is an error, so nothing mounted below path (which
+// TearDown unmounts first) can ever be emptied by mistake.
+func removeAllOneFS(path string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unlinkIgnoringMissing(unix.AT_FDCWD, path, 0)
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := removeChildren(fd, path, st.Dev); err != nil {
+		return err
+	}
+	return unlinkIgnoringMissing(unix.AT_FDCWD, path, unix.AT_REMOVEDIR)
+}
+
+// removeChildren empties the directory open at fd (and closes fd). It
+// reads the whole listing, removes it, and reads again from the start
+// until the directory is empty: removing entries while reading can make a
+// file system skip some.
+func removeChildren(fd int, path string, dev uint64) error {
+	dir := os.NewFile(uintptr(fd), path)
+	defer dir.Close()
+	for {
+		names, err := dir.Readdirnames(-1)
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		for _, name := range names {
+			if err := removeChild(fd, path, name, dev); err != nil {
+				return err
+			}
+		}
+		if _, err := dir.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	}
+}
+
+func removeChild(fd int, path, name string, dev uint64) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	child := filepath.Join(path, name)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := unlinkIgnoringMissing(fd, name, 0); err != nil {
+			return fmt.Errorf("remove %s: %w", child, err)
+		}
+		return nil
+	}
+	if st.Dev != dev {
+		return fmt.Errorf("refusing to remove %s: it is on another file system (a mount point?)", child)
+	}
+	cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", child, err)
+	}
+	if err := removeChildren(cfd, child, dev); err != nil {
+		return err
+	}
+	if err := unlinkIgnoringMissing(fd, name, unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("remove %s: %w", child, err)
+	}
+	return nil
+}
+
+func unlinkIgnoringMissing(dirfd int, name string, flags int) error {
+	if err := unix.Unlinkat(dirfd, name, flags); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+func isNotEmpty(err error) bool {
+	return errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST)
+}
+
+// sourceKind names the volume type set in a VolumeSource or a
+// PersistentVolumeSource by its JSON field name ("nfs", "csi", ...).
+func sourceKind(src any) string {
+	v := reflect.Indirect(reflect.ValueOf(src))
+	if v.Kind() != reflect.Struct {
+		return "unknown"
+	}
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.Kind() == reflect.Pointer && !f.IsNil() {
+			name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+			return name
+		}
+	}
+	return "unknown"
+}
