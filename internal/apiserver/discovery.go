@@ -119,7 +119,12 @@ func subresources(r *registry.Resource) []subresourceInfo {
 		out = append(out, subresourceInfo{"finalize", r.GVK, []string{"update"}})
 	}
 	if r.Plural == "pods" && r.GVK.Group == "" {
-		out = append(out, subresourceInfo{"binding", schema.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}})
+		out = append(out,
+			subresourceInfo{"attach", schema.GroupVersionKind{Version: "v1", Kind: "PodAttachOptions"}, []string{"create", "get"}},
+			subresourceInfo{"binding", schema.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}},
+			subresourceInfo{"exec", schema.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}},
+			subresourceInfo{"log", schema.GroupVersionKind{Version: "v1", Kind: "Pod"}, []string{"get"}},
+			subresourceInfo{"portforward", schema.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}})
 	}
 	if r.Scale != nil {
 		out = append(out, subresourceInfo{"scale", schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}, []string{"get", "patch", "update"}})

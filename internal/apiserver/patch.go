@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,9 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req *request) err
 		if rv := om.GetResourceVersion(); rv != m(cur).GetResourceVersion() {
 			// The patch set a resourceVersion: optimistic concurrency.
 			return nil, apierrors.NewConflict(req.res.GroupResource(), req.name, errors.New(errModified))
+		}
+		if !bytes.Contains(body, []byte(`"resourceVersion"`)) {
+			om.SetResourceVersion("") // unconditional: retried on a race
 		}
 		return obj, nil
 	}, nil, func(cur, obj runtime.Object) (runtime.Object, error) {

@@ -109,6 +109,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 	isWatch := req.watchPath || q.Get("watch") == "true" || q.Get("watch") == "1"
 	var err error
 	switch {
+	case podProxySubresources[req.subresource] != "" && req.res.Plural == "pods":
+		err = s.servePodProxy(w, r, req)
 	case r.Method == http.MethodGet && req.name == "" && isWatch:
 		err = s.watch(w, r, req)
 	case r.Method == http.MethodGet && req.name == "":

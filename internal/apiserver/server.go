@@ -49,6 +49,8 @@ type Config struct {
 	// ExternalAddress is advertised in /api's serverAddressByClientCIDRs.
 	ExternalAddress string
 	Logger          *slog.Logger
+	// Nodes reaches node agents for pod logs and exec; nil answers 503.
+	Nodes NodeConnector
 }
 
 // Server is the API server's HTTP handler.

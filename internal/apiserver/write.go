@@ -378,11 +378,14 @@ func (s *Server) guaranteedUpdate(ctx context.Context, req *request, opts writeO
 		if obj, err = s.typed(res, obj); err != nil {
 			return nil, false, err
 		}
+		// A write that named no resourceVersion is unconditional: a race
+		// with another writer is retried on the newer object, as upstream.
+		unconditional := m(obj).GetResourceVersion() == ""
 		if obj, err = s.prepareUpdate(ctx, req, obj, cur, manage); err != nil {
 			return nil, false, err
 		}
 		result, err := s.commitUpdate(ctx, req, obj, kv, opts)
-		if errors.Is(err, store.ErrConflict) && m(obj).GetResourceVersion() == "" {
+		if errors.Is(err, store.ErrConflict) && unconditional {
 			continue
 		}
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/moorage/moorage/internal/controller/nodelifecycle"
 	"github.com/moorage/moorage/internal/controller/protection"
 	"github.com/moorage/moorage/internal/registry"
+	"github.com/moorage/moorage/internal/scheduler"
 )
 
 // startControllers starts the server's reconcile loops, each on its own
@@ -39,6 +40,11 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 		return err
 	}
 	wg.Go(func() { nodes.Run(ctx) })
+	sched, err := scheduler.New(cfg, log, scheduler.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { sched.Run(ctx) })
 	wg.Go(func() { binder.Run(ctx) })
 	wg.Go(func() { protect.Run(ctx) })
 	wg.Go(func() { collector.Run(ctx) })

@@ -16,11 +16,13 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/rest"
 
+	"github.com/moorage/moorage/internal/agent"
 	"github.com/moorage/moorage/internal/apiserver"
 	"github.com/moorage/moorage/internal/apiserver/openapi"
 	"github.com/moorage/moorage/internal/fsutil"
@@ -44,6 +46,14 @@ type ServerOptions struct {
 	DataDir string // state, certificates, kubeconfig
 	Listen  string // host:port; port 0 picks a free one
 	Logger  *slog.Logger
+	// Agent runs this machine's node agent in the process too (moorage up),
+	// with its state under DataDir/agent.
+	Agent bool
+	// NodeName names this machine's Node; "" means the host name.
+	NodeName string
+	// ShimCommand starts the container shim (the moorage binary's hidden
+	// container-shim command); needed with Agent.
+	ShimCommand []string
 }
 
 // Server is a running moorage server.
@@ -54,6 +64,10 @@ type Server struct {
 	// (TLS to its address, the admin token), as an external client has.
 	Loopback *rest.Config
 	Ready    time.Duration
+	// Agent is this machine's node agent, when the server runs one.
+	Agent *agent.Agent
+	// agentAPI is the local agent's own API, once it runs.
+	agentAPI atomic.Pointer[localAgent]
 
 	log    *slog.Logger
 	http   *http.Server
@@ -130,6 +144,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		Version:         info,
 		ExternalAddress: net.JoinHostPort(host, strconv.Itoa(addr.Port)),
 		Logger:          log,
+		Nodes:           s.nodeHandler,
 	})
 	if err != nil {
 		ln.Close()
@@ -182,12 +197,42 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err := startControllers(bg, &s.wg, inProcess, reg, log); err != nil {
 		return nil, err
 	}
+	if opts.Agent {
+		node, err := agent.New(inProcess, log, agent.Options{
+			NodeName: opts.NodeName, DataDir: filepath.Join(dir, "agent"),
+			Version: KubernetesVersion.GitVersion, RuntimeVersion: "runc://1",
+			ShimCommand: opts.ShimCommand,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node agent: %w", err)
+		}
+		s.Agent = node
+		s.agentAPI.Store(&localAgent{name: node.NodeName(), api: node.Handler()})
+		s.wg.Go(func() {
+			if err := node.Run(bg); err != nil && bg.Err() == nil {
+				log.Error("node agent stopped", "err", err)
+			}
+		})
+	}
 	s.Ready = time.Since(start)
 	ok = true
 	// Give back the executable pages only start-up touched (see memtrim),
 	// once the first requests have had a moment to fault in what they use.
 	time.AfterFunc(2*time.Second, func() { _, _ = memtrim.ReleaseExecutablePages() })
 	return s, nil
+}
+
+type localAgent struct {
+	name string
+	api  http.Handler
+}
+
+// nodeHandler reaches a node's agent: only this process's own for now.
+func (s *Server) nodeHandler(name string) (http.Handler, error) {
+	if local := s.agentAPI.Load(); local != nil && local.name == name {
+		return local.api, nil
+	}
+	return nil, fmt.Errorf("node %q has no agent reachable from this server", name)
 }
 
 // Shutdown stops serving, ends controllers and releases the store and lock.

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moorage/moorage/internal/app"
+	"github.com/moorage/moorage/internal/container"
 )
 
 // Main runs the command line with args (without the program name) and
@@ -24,16 +25,21 @@ func Main(args []string) int {
 	if len(args) > 0 && args[0] == "kubectl" {
 		return runKubectl(args[1:])
 	}
+	if len(args) > 0 && args[0] == shimCommand {
+		return container.ShimMain(args[1:])
+	}
 	root := &cobra.Command{
 		Use:           "moorage",
 		Short:         "Kubernetes' storage system — volumes, claims, classes, CSI, StatefulSets — as one binary",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCommand("up", "Run the server and this machine's agent in one process (the default way to run moorage)"),
-		upCommand("server", "Run the API server, controllers and scheduler alone"),
+	root.AddCommand(upCommand("up", "Run the server and this machine's agent in one process (the default way to run moorage)", true),
+		upCommand("server", "Run the API server, controllers and scheduler alone", false),
 		versionCommand(),
 		explainCommand(),
+		imageCommand(),
+		killallCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
@@ -52,8 +58,12 @@ func DefaultDataDir() string {
 	return filepath.Join(home, ".moorage")
 }
 
-func upCommand(name, short string) *cobra.Command {
-	var opts app.ServerOptions
+// shimCommand is the hidden command the container runtime starts its
+// per-container shims and pod sandboxes with.
+const shimCommand = "container-shim"
+
+func upCommand(name, short string, withAgent bool) *cobra.Command {
+	opts := app.ServerOptions{Agent: withAgent}
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   name,
@@ -65,12 +75,22 @@ func upCommand(name, short string) *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if opts.Agent {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				opts.ShimCommand = []string{self, shimCommand}
+			}
 			return runServer(cmd.Context(), cmd.OutOrStdout(), opts)
 		},
 	}
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", DefaultDataDir(), "directory for state, certificates and the kubeconfig")
 	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:6443", "address (host:port) the API server listens on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if withAgent {
+		cmd.Flags().StringVar(&opts.NodeName, "node-name", "", "name of this machine's Node (default: the host name)")
+	}
 	return cmd
 }
 

@@ -164,6 +164,11 @@ func startMoorageIn(t *testing.T, dataDir string) *moorage {
 		} else if code != 0 {
 			t.Errorf("moorage exited %d after SIGTERM, want 0\noutput:\n%s", code, m.Output())
 		}
+		// The agent leaves containers running, as the kubelet does: stop
+		// them and unmount their volumes before the data dir is deleted.
+		if out, err := exec.Command(moorageBin, "killall", "--data-dir", dataDir).CombinedOutput(); err != nil {
+			t.Errorf("moorage killall: %v\n%s", err, out)
+		}
 		os.RemoveAll(m.tmp)
 	})
 	return m

@@ -1,0 +1,211 @@
+// Package agent is moorage's node agent (upstream's kubelet): it registers
+// its Node and keeps it alive through a Lease, runs the pods the scheduler
+// bound to it as real containers, prepares and mounts their volumes, probes
+// them, reports their status with upstream's phases, conditions and
+// container states, and serves their logs and exec sessions.
+//
+// Design: like the kubelet, the agent is level-triggered. Pods come from an
+// informer on pods with spec.nodeName = this node; each pod has a worker
+// that brings the node to the pod's desired state (sandbox, volumes, init
+// containers in order, containers with restart back-off) and writes status
+// when it changed. What runs is rediscovered from disk after a restart: the
+// container runtime keeps each container's state next to its bundle.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/moorage/moorage/internal/container"
+	"github.com/moorage/moorage/internal/image"
+	"github.com/moorage/moorage/internal/volume"
+)
+
+// Options configure an agent.
+type Options struct {
+	// NodeName is the Node this agent registers; "" means the host name.
+	NodeName string
+	// DataDir holds the agent's state: pods/, containers/, images/.
+	DataDir string
+	// NodeIP is the address reported as InternalIP; "" picks one.
+	NodeIP string
+	// Port is where the agent serves logs and exec (the kubelet's 10250);
+	// reported in the Node's daemonEndpoints.
+	Port int
+	// Version is the kubelet version reported; RuntimeVersion the runtime's.
+	Version, RuntimeVersion string
+	// ShimCommand starts the container runtime's shim (see package
+	// container): the moorage binary and its hidden shim subcommand.
+	ShimCommand []string
+	// Runc is the runc binary; "" looks it up in PATH.
+	Runc string
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	client  kubernetes.Interface
+	manager string // field manager of the agent's writes
+	ip      string
+
+	nodeUID    types.UID
+	lastReport time.Time
+
+	runtime  *container.Runtime
+	images   *image.Store
+	volumes  *volume.Manager
+	events   record.EventBroadcaster
+	recorder record.EventRecorder
+
+	podsMu  sync.Mutex
+	workers map[types.UID]*podWorker
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	notReady string // why the node is not ready; "" when it is
+}
+
+// New builds an agent on a client of the API.
+func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Agent, error) {
+	if opts.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		opts.NodeName = host
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("agent: a data directory is required")
+	}
+	if err := os.MkdirAll(filepath.Join(opts.DataDir, "pods"), 0o750); err != nil {
+		return nil, err
+	}
+	cfg = rest.AddUserAgent(rest.CopyConfig(cfg), "moorage-agent/"+opts.NodeName)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		opts: opts, log: log.With("node", opts.NodeName), client: client,
+		manager: "kubelet", ip: nodeIP(opts.NodeIP), workers: map[types.UID]*podWorker{},
+	}
+	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
+	a.recorder = a.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: opts.NodeName})
+	cgroupParent := "/moorage-" + opts.NodeName
+	// KillAll reads it to remove the node's cgroups.
+	if err := os.WriteFile(filepath.Join(opts.DataDir, "cgroup-parent"), []byte(cgroupParent), 0o600); err != nil {
+		return nil, err
+	}
+	a.runtime, err = container.New(container.Config{
+		StateDir: filepath.Join(opts.DataDir, "containers"), Runc: opts.Runc,
+		CgroupParent: cgroupParent, ShimCommand: opts.ShimCommand,
+		MaskPaths: []string{opts.DataDir},
+	})
+	if err != nil {
+		a.notReady = fmt.Sprintf("container runtime is down: %v (install runc: apt-get install runc)", err)
+	}
+	if a.images, err = image.Open(filepath.Join(opts.DataDir, "images")); err != nil {
+		return nil, err
+	}
+	_, allocatable := a.nodeResources()
+	a.volumes = volume.NewManager(opts.DataDir, apiGetter{client}, volume.Options{
+		NodeName: opts.NodeName, NodeLabels: map[string]string{labelHostname: opts.NodeName, labelOS: goruntime.GOOS, labelArch: goruntime.GOARCH},
+		NodeAllocatable: allocatable,
+	})
+	return a, nil
+}
+
+// Images is the node's image store.
+func (a *Agent) Images() *image.Store { return a.images }
+
+// apiGetter reads what volumes need straight from the API.
+type apiGetter struct{ client kubernetes.Interface }
+
+func (g apiGetter) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	return g.client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (g apiGetter) Secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+	return g.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (g apiGetter) PersistentVolumeClaim(ctx context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	return g.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (g apiGetter) PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+	return g.client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+}
+
+// NodeName is the name of the Node this agent runs.
+func (a *Agent) NodeName() string { return a.opts.NodeName }
+
+// readiness reports whether the node is ready for pods, and the message of
+// its Ready condition.
+func (a *Agent) readiness() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.notReady != "" {
+		return false, a.notReady
+	}
+	return true, "kubelet is posting ready status"
+}
+
+// Run registers the node and serves it until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	for {
+		err := a.registerNode(ctx)
+		if err == nil {
+			break
+		}
+		a.log.Warn("registering node", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	if err := a.renewLease(ctx); err != nil {
+		a.log.Warn("creating node lease", "err", err)
+	}
+	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	defer a.events.Shutdown()
+	if a.runtime != nil {
+		factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.opts.NodeName).String()
+		}))
+		pods := factory.Core().V1().Pods().Informer()
+		if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { a.podChanged(ctx, obj) },
+			UpdateFunc: func(_, obj any) { a.podChanged(ctx, obj) },
+			DeleteFunc: a.podDeleted,
+		}); err != nil {
+			return err
+		}
+		factory.Start(ctx.Done())
+		defer factory.Shutdown()
+	}
+	a.heartbeat(ctx)
+	a.wg.Wait()
+	return nil
+}
