@@ -19,6 +19,7 @@ build:
 
 # up builds moorage and runs it in the foreground (Ctrl-C stops it).
 up: build
+	./hack/install-runtime-deps.sh
 	./$(BIN) up
 
 # test installs what the tests need, then runs every test (unit, conformance,

@@ -3,6 +3,8 @@
 # machine runs `make test` with nothing done by hand. Idempotent.
 set -euo pipefail
 
+"$(dirname "$0")/install-runtime-deps.sh"
+
 # The real kubectl, 1.27 through 1.33: the e2e tests drive each version. They
 # ship with the machine image beside the `kubectl` dispatcher on PATH; no
 # package registry reachable here carries them, so we check and say where.

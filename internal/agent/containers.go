@@ -109,9 +109,6 @@ func (a *Agent) ensureImage(ctx context.Context, w *podWorker, pod *corev1.Pod, 
 		return img, true
 	}
 	if perr != nil {
-		if errors.Is(err, image.ErrNotFound) {
-			perr = fmt.Errorf("%w; %v", perr, err)
-		}
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, perr)
 		a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
 		a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: ErrImagePull")

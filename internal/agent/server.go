@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/moorage/moorage/internal/container"
+	"github.com/moorage/moorage/internal/streaming"
 )
 
 // Handler is the agent's own API, which the API server reaches for pod logs
@@ -134,11 +136,42 @@ func (f flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// commandOf reads exec's command: one "command" query value per argument.
-func commandOf(r *http.Request) []string {
-	return r.URL.Query()["command"]
-}
-
+// serveExec runs `kubectl exec` (and `kubectl cp`) in a running container,
+// over WebSocket or SPDY as the client asks.
 func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "exec is not available yet", http.StatusBadRequest)
+	ns, podName, name := r.PathValue("ns"), r.PathValue("pod"), r.PathValue("container")
+	_, _, cs, err := a.findContainer(ns, podName, name)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	opts, err := streaming.OptionsFromRequest(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	id := cs.id
+	if st, err := a.runtime.State(id); id == "" || err != nil || st.Status != container.StatusRunning {
+		http.Error(w, fmt.Sprintf("unable to upgrade connection: container not found (%q)", name), http.StatusBadRequest)
+		return
+	}
+	streaming.ServeExec(w, r, opts, func(ctx context.Context, s streaming.Session) (int, error) {
+		var resize chan container.TermSize
+		if s.Resize != nil {
+			resize = make(chan container.TermSize, 1)
+			go func() {
+				defer close(resize)
+				for sz := range s.Resize {
+					select {
+					case resize <- container.TermSize{Width: sz.Width, Height: sz.Height}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+		}
+		return a.runtime.Exec(ctx, id, container.ExecSpec{
+			Args: opts.Command, TTY: s.TTY, Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Resize: resize,
+		})
+	}, 4*time.Hour, 30*time.Second)
 }

@@ -132,10 +132,7 @@ func (a *Agent) syncInitContainers(ctx context.Context, w *podWorker, pod *corev
 func (a *Agent) syncContainer(ctx context.Context, w *podWorker, pod *corev1.Pod, c *corev1.Container, mounts map[string]volume.Mounted) {
 	cs := w.state(pod, c.Name)
 	if cs.id == "" {
-		if time.Now().Before(cs.backoffUntil) {
-			return
-		}
-		a.startContainer(ctx, w, pod, c, cs, mounts)
+		a.startContainer(ctx, w, pod, c, cs, mounts) // image pull back-off inside
 		return
 	}
 	st, err := a.runtime.State(cs.id)
