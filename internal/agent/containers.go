@@ -137,6 +137,9 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		k, v, _ := strings.Cut(kv, "=")
 		vars[k] = v
 	}
+	if _, ok := vars["HOSTNAME"]; !ok { // as container runtimes set it
+		env = append([]string{"HOSTNAME=" + podHostname(pod)}, env...)
+	}
 	for _, kv := range img.Config.Env { // the image's, under the pod's
 		k, _, _ := strings.Cut(kv, "=")
 		if _, ok := vars[k]; !ok {

@@ -36,6 +36,10 @@ type podWorker struct {
 	mounted    bool
 	volumeErr  string
 	lastStatus *corev1.PodStatus
+	// evicted is why the agent evicted the pod ("" if it did not); the pod
+	// is then Failed with reason Evicted, as upstream.
+	evicted     string
+	lastUsageAt time.Time
 	events     map[string]bool // once-only events already sent
 }
 

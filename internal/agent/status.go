@@ -153,6 +153,16 @@ func (a *Agent) podStatus(w *podWorker, pod *corev1.Pod) corev1.PodStatus {
 	default:
 		s.Phase = corev1.PodPending
 	}
+	if w.evicted != "" {
+		s.Phase, s.Reason, s.Message = corev1.PodFailed, "Evicted", w.evicted
+		for i := range s.ContainerStatuses {
+			s.ContainerStatuses[i].Ready = false
+		}
+		unready = nil
+		for _, c := range pod.Spec.Containers {
+			unready = append(unready, c.Name)
+		}
+	}
 	cond := func(t corev1.PodConditionType, ok bool, reason, msg string) corev1.PodCondition {
 		c := corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
 		if !ok {

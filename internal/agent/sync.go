@@ -38,8 +38,9 @@ func (a *Agent) syncPod(ctx context.Context, w *podWorker) bool {
 	if gone || pod.DeletionTimestamp != nil {
 		return a.terminatePod(ctx, w, pod, gone)
 	}
-	if w.lastStatus != nil && (w.lastStatus.Phase == corev1.PodSucceeded || w.lastStatus.Phase == corev1.PodFailed) {
+	if w.evicted != "" || (w.lastStatus != nil && (w.lastStatus.Phase == corev1.PodSucceeded || w.lastStatus.Phase == corev1.PodFailed)) {
 		a.stopProbes(w)
+		a.reportStatus(ctx, w, pod)
 		return false // terminal: containers stay as they ended until deletion
 	}
 	if w.startTime == nil {
@@ -75,8 +76,55 @@ func (a *Agent) syncPod(ctx context.Context, w *podWorker) bool {
 	for i := range pod.Spec.Containers {
 		a.syncContainer(ctx, w, pod, &pod.Spec.Containers[i], mounts)
 	}
+	if msg := a.emptyDirOverLimit(w, pod); msg != "" {
+		a.evict(ctx, w, pod, msg)
+	}
 	a.reportStatus(ctx, w, pod)
 	return false
+}
+
+// usageInterval is how often emptyDir usage is measured, as the kubelet's
+// eviction manager does (every 10 s).
+const usageInterval = 10 * time.Second
+
+// emptyDirOverLimit measures the pod's disk-backed emptyDirs that have a
+// sizeLimit and says which one is over it, in the kubelet's words.
+func (a *Agent) emptyDirOverLimit(w *podWorker, pod *corev1.Pod) string {
+	if time.Since(w.lastUsageAt) < usageInterval {
+		return ""
+	}
+	w.lastUsageAt = time.Now()
+	for _, v := range pod.Spec.Volumes {
+		ed := v.EmptyDir
+		if ed == nil || ed.SizeLimit == nil || ed.Medium == corev1.StorageMediumMemory {
+			continue
+		}
+		used, err := a.volumes.Usage(pod.UID, v.Name)
+		if err == nil && used > ed.SizeLimit.Value() {
+			return fmt.Sprintf("Usage of EmptyDir volume %q exceeds the limit %q. ", v.Name, ed.SizeLimit.String())
+		}
+	}
+	return ""
+}
+
+// evict stops the pod for good: its containers are killed, it is Failed
+// with reason Evicted, and it stays so until deleted.
+func (a *Agent) evict(ctx context.Context, w *podWorker, pod *corev1.Pod, msg string) {
+	w.evicted = msg
+	a.recorder.Eventf(pod, corev1.EventTypeWarning, "Evicted", "%s", msg)
+	a.stopProbes(w)
+	for _, cs := range w.containers {
+		if cs.id == "" {
+			continue
+		}
+		if st, err := a.runtime.State(cs.id); err == nil && st.Status != container.StatusExited {
+			a.recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", cs.name)
+			a.stopContainer(ctx, cs.id, gracePeriod(pod, nil))
+		}
+		if st, err := a.runtime.State(cs.id); err == nil && st.Status == container.StatusExited {
+			cs.lastTerminated, cs.waitingReason = terminatedState(cs.id, st, ""), ""
+		}
+	}
 }
 
 func (a *Agent) ensureSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod) error {

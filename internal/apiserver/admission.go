@@ -42,6 +42,8 @@ func (s *Server) admitCreate(ctx context.Context, obj runtime.Object) error {
 		o.Finalizers = withFinalizer(o.Finalizers, pvcProtectionFinalizer)
 	case *corev1.PersistentVolume:
 		o.Finalizers = withFinalizer(o.Finalizers, pvProtectionFinalizer)
+	case *corev1.Pod:
+		return s.admitPodSecurity(ctx, o)
 	}
 	return nil
 }

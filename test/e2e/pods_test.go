@@ -68,7 +68,7 @@ func TestPodSeedEmptyDir(t *testing.T) {
 	m.hostImage(t, "the_g1g1/hue-job-scheduler", "--entrypoint", "sh", "--cmd", "-c", "--cmd",
 		"until cat /incoming/msg 2>/dev/null; do sleep 0.1; done; exec sleep 3600")
 
-	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("seed000-hue-scheduler.yaml")), "pod/hue-scheduler created")
+	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("pods/seed000-hue-scheduler.yaml")), "pod/hue-scheduler created")
 	waitPodRow(t, m, v, "default", "hue-scheduler", "2/2", "Running")
 	if !eventually(podTimeout, func() bool {
 		return strings.Contains(m.kubectl(t, v, "logs", "hue-scheduler", "-c", "hue-job-scheduler").Stdout, "notification-42")
@@ -83,7 +83,7 @@ func TestPodSeedEmptyDir(t *testing.T) {
 		`Normal\s+Started\s+.*kubelet\s+Started container hue-job-scheduler`)
 
 	// medium: Memory: the listener sees a tmpfs.
-	mem := strings.Replace(readFile(t, testdata("seed000-hue-scheduler.yaml")), "emptyDir: {}", "emptyDir:\n      medium: Memory", 1)
+	mem := strings.Replace(readFile(t, testdata("pods/seed000-hue-scheduler.yaml")), "emptyDir: {}", "emptyDir:\n      medium: Memory", 1)
 	mem = strings.Replace(mem, "name: hue-scheduler", "name: hue-scheduler-mem", 1)
 	expectOK(t, m.kubectl(t, v, "create", "-f", m.writeFile(t, "mem.yaml", mem)), "pod/hue-scheduler-mem created")
 	waitPodRow(t, m, v, "default", "hue-scheduler-mem", "2/2", "Running")
@@ -119,7 +119,7 @@ func TestPodSeedJustAShell(t *testing.T) {
 	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("binding/dir-class.yaml")), "storageclass.storage.k8s.io/dir created")
 	expectOK(t, m.kubectl(t, v, "create", "-f", m.writeFile(t, "pv.yaml", pv)), "persistentvolume/persistent-volume-1 created")
 	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("seed000-persistent-volume-claim.yaml")), "persistentvolumeclaim/persistent-volume-claim created")
-	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("seed000-shell-pod.yaml")), "pod/just-a-shell created")
+	expectOK(t, m.kubectl(t, v, "create", "-f", testdata("pods/seed000-shell-pod.yaml")), "pod/just-a-shell created")
 	waitPodRow(t, m, v, "default", "just-a-shell", "2/2", "Running")
 	expectHeader(t, m.kubectl(t, v, "get", "pods"), "NAME", "READY", "STATUS", "RESTARTS", "AGE")
 
