@@ -40,7 +40,7 @@ type podWorker struct {
 	// is then Failed with reason Evicted, as upstream.
 	evicted     string
 	lastUsageAt time.Time
-	events     map[string]bool // once-only events already sent
+	events      map[string]bool // once-only events already sent
 }
 
 // containerState is the agent's memory of one container of a pod.
