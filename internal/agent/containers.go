@@ -17,15 +17,32 @@ import (
 	"github.com/moorage/moorage/internal/volume"
 )
 
-// Image pull back-off, as upstream: 10 s doubling to 5 min.
+// Back-off after a failed pull or container creation, as upstream's image
+// pull back-off: 10 s doubling to 5 min.
 const (
-	pullBackoffInitial = 10 * time.Second
-	pullBackoffMax     = 5 * time.Minute
+	startBackoffInitial = 10 * time.Second
+	startBackoffMax     = 5 * time.Minute
 )
+
+// backOffStart delays the next attempt to start the container.
+func (cs *containerState) backOffStart() {
+	if cs.startBackoff < startBackoffInitial {
+		cs.startBackoff = startBackoffInitial
+	} else {
+		cs.startBackoff = min(2*cs.startBackoff, startBackoffMax)
+	}
+	cs.startBackoffUntil = time.Now().Add(cs.startBackoff)
+}
 
 // startContainer creates and starts the next attempt of a container, or
 // records why it cannot (the waiting reasons upstream shows).
 func (a *Agent) startContainer(ctx context.Context, w *podWorker, pod *corev1.Pod, c *corev1.Container, cs *containerState, mounts map[string]volume.Mounted) {
+	if time.Now().Before(cs.startBackoffUntil) {
+		if cs.waitingReason == "ErrImagePull" {
+			cs.waitingReason, cs.waitingMessage = "ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q", c.Image)
+		}
+		return
+	}
 	img, ok := a.ensureImage(ctx, w, pod, c, cs)
 	if !ok {
 		return
@@ -39,6 +56,7 @@ func (a *Agent) startContainer(ctx context.Context, w *podWorker, pod *corev1.Po
 	if err != nil {
 		cs.waitingReason, cs.waitingMessage = "CreateContainerConfigError", err.Error()
 		a.eventOnce(w, pod, "config:"+c.Name+err.Error(), corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		cs.backOffStart()
 		return
 	}
 	// Only the previous attempt is kept (for `kubectl logs --previous`).
@@ -49,8 +67,10 @@ func (a *Agent) startContainer(ctx context.Context, w *podWorker, pod *corev1.Po
 	if err := a.runtime.CreateContainer(ctx, spec); err != nil {
 		cs.waitingReason, cs.waitingMessage = "CreateContainerError", err.Error()
 		a.eventOnce(w, pod, "create:"+c.Name+err.Error(), corev1.EventTypeWarning, "Failed", "Error: %v", err)
+		cs.backOffStart()
 		return
 	}
+	cs.startBackoff, cs.startBackoffUntil = 0, time.Time{}
 	if cs.lastTerminated != nil {
 		cs.previous, cs.lastTerminated = cs.lastTerminated, nil
 	}
@@ -78,7 +98,6 @@ func (a *Agent) ensureImage(ctx context.Context, w *podWorker, pod *corev1.Pod, 
 	img, err := a.images.Get(c.Image)
 	if err == nil && c.ImagePullPolicy != corev1.PullAlways {
 		a.eventOnce(w, pod, "pulled:"+c.Name+":"+img.ID, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		cs.backoffUntil = time.Time{}
 		return img, true
 	}
 	if err != nil && !errors.Is(err, image.ErrNotFound) {
@@ -89,11 +108,6 @@ func (a *Agent) ensureImage(ctx context.Context, w *podWorker, pod *corev1.Pod, 
 		cs.waitingReason = "ErrImageNeverPull"
 		cs.waitingMessage = fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
 		a.eventOnce(w, pod, "neverpull:"+c.Name, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", cs.waitingMessage)
-		return image.Image{}, false
-	}
-	if time.Now().Before(cs.backoffUntil) {
-		cs.waitingReason = "ImagePullBackOff"
-		cs.waitingMessage = fmt.Sprintf("Back-off pulling image %q", c.Image)
 		return image.Image{}, false
 	}
 	a.recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
@@ -113,16 +127,10 @@ func (a *Agent) ensureImage(ctx context.Context, w *podWorker, pod *corev1.Pod, 
 		a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "%s", msg)
 		a.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: ErrImagePull")
 		cs.waitingReason, cs.waitingMessage = "ErrImagePull", msg
-		if cs.backoff < pullBackoffInitial {
-			cs.backoff = pullBackoffInitial
-		} else {
-			cs.backoff = min(2*cs.backoff, pullBackoffMax)
-		}
-		cs.backoffUntil = time.Now().Add(cs.backoff)
+		cs.backOffStart()
 		return image.Image{}, false
 	}
 	a.recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q", c.Image)
-	cs.backoff, cs.backoffUntil = 0, time.Time{}
 	return pulled, true
 }
 
@@ -182,6 +190,15 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 				return spec, err
 			}
 		}
+		if hp := hostPathOf(pod, vm.Name); hp != nil && (hp.Type == nil || *hp.Type == corev1.HostPathUnset) && src == hp.Path {
+			// No type, no checks: a missing path becomes a directory, as
+			// container runtimes make it.
+			if _, err := os.Lstat(src); os.IsNotExist(err) {
+				if err := os.MkdirAll(src, 0o755); err != nil {
+					return spec, err
+				}
+			}
+		}
 		mount := container.Mount{Source: src, Destination: vm.MountPath, ReadOnly: vm.ReadOnly || m.ReadOnly}
 		if vm.MountPropagation != nil {
 			switch *vm.MountPropagation {
@@ -217,6 +234,15 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: msgFile, Destination: path})
 	}
 	return spec, nil
+}
+
+func hostPathOf(pod *corev1.Pod, volume string) *corev1.HostPathVolumeSource {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volume {
+			return v.HostPath
+		}
+	}
+	return nil
 }
 
 func indexOf(mounts []corev1.VolumeMount, name, path string) int {

@@ -55,9 +55,11 @@ type containerState struct {
 	// lastTerminated is how the current container ended (once it has);
 	// previous is how the one before it ended (the API's lastState).
 	lastTerminated, previous *corev1.ContainerStateTerminated
-	backoff                  time.Duration
-	backoffUntil             time.Time
-	imageID                  string
+	backoff                  time.Duration // restart back-off (CrashLoopBackOff)
+	// startBackoff delays attempts after a failed pull or creation.
+	startBackoff      time.Duration
+	startBackoffUntil time.Time
+	imageID           string
 
 	probes *probeSet
 	// Set by probe goroutines, read by the worker.

@@ -49,7 +49,7 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 		}
 		return m.mountLocal(pod, volName, pv, readOnly)
 	default:
-		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("PersistentVolume %q is a %s volume, which is not supported yet (only hostPath and local volumes are)", pv.Name, sourceKind(src))}
+		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("PersistentVolume %q is a %s volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)", pv.Name, sourceKind(src))}
 	}
 }
 

@@ -105,8 +105,8 @@ func TestClaimResolutionErrors(t *testing.T) {
 		"deleting": `volume "data": error processing PVC default/deleting: PVC is being deleted`,
 		"no-ref":   `volume "data": error processing PVC default/no-ref: found PV object pv-no-ref but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim`,
 		"other":    `volume "data": error processing PVC default/other: found PV object pv-other but its pv.Spec.ClaimRef.UID someone-else does not point to claim.UID uid-other`,
-		"csi":      `volume "data": PersistentVolume "pv-csi" is a csi volume, which is not supported yet (only hostPath and local volumes are)`,
-		"nfs":      `volume "data": PersistentVolume "pv-nfs" is a nfs volume, which is not supported yet (only hostPath and local volumes are)`,
+		"csi":      `volume "data": PersistentVolume "pv-csi" is a csi volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)`,
+		"nfs":      `volume "data": PersistentVolume "pv-nfs" is a nfs volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)`,
 		"far":      `MountVolume.NodeAffinity check failed for volume "data" : no matching NodeSelectorTerms`,
 		"hp-block": `volume "data": error processing PVC default/hp-block: volume data has volumeMode Block, but is specified in volumeMounts`,
 	} {
@@ -365,9 +365,9 @@ func TestUnsupportedVolumeTypes(t *testing.T) {
 		corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	)
 	got, err := e.m.SetUp(context.Background(), pod)
-	want := `volume "share": nfs volumes are not supported yet` + "\n" +
-		`volume "disk": iscsi volumes are not supported yet` + "\n" +
-		`volume "inline": csi volumes are not supported yet`
+	want := `volume "share": nfs volumes cannot be mounted in-tree by moorage: reach this storage through a CSI driver` + "\n" +
+		`volume "disk": iscsi volumes cannot be mounted in-tree by moorage: reach this storage through a CSI driver` + "\n" +
+		`volume "inline": inline csi volumes are not supported yet`
 	if err == nil || err.Error() != want {
 		t.Errorf("error:\n%v\nwant:\n%s", err, want)
 	}

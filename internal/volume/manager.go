@@ -192,7 +192,10 @@ func (m *Manager) setUpVolume(ctx context.Context, pod *corev1.Pod, vol *corev1.
 		// The ephemeral volume controller names the claim <pod>-<volume>.
 		return m.setUpClaim(ctx, pod, vol.Name, pod.Name+"-"+vol.Name, false, true)
 	default:
-		return Mounted{}, &Error{Volume: vol.Name, Err: fmt.Errorf("%s volumes are not supported yet", sourceKind(vs))}
+		if kind := sourceKind(vs); kind != "csi" {
+			return Mounted{}, &Error{Volume: vol.Name, Err: fmt.Errorf("%s volumes cannot be mounted in-tree by moorage: reach this storage through a CSI driver", kind)}
+		}
+		return Mounted{}, &Error{Volume: vol.Name, Err: errors.New("inline csi volumes are not supported yet")}
 	}
 }
 

@@ -78,6 +78,12 @@ var brokenSeeds = []brokenSeed{
 			`ensure CRDs are installed first`},
 	},
 	{
+		// host-path is not a field: strict field validation (kubectl's
+		// default) names it; the volume then has no source either.
+		File: "seed000-hue-coupon-hunter.yaml", Resource: "pod", Name: "hue-coupon-hunter", Namespace: "broken",
+		Errors: []string{`(BadRequest)`, `unknown field "spec.volumes[0].host-path"`},
+	},
+	{
 		File: "seed004-fast.yaml", Resource: "sc", Name: "fast",
 		Errors: []string{`error: error parsing ` + testdata("broken/seed004-fast.yaml") + `: error converting YAML to JSON: yaml: line 3: mapping values are not allowed in this context`},
 	},
