@@ -189,6 +189,11 @@ func (a *Agent) adopt(w *podWorker, pod *corev1.Pod) {
 		if st, err := a.runtime.State(id); err == nil && st.Status == container.StatusExited {
 			cs.lastTerminated = terminatedState(id, st, "")
 		}
+		if c := regularContainer(pod, name); c != nil {
+			if st, err := a.runtime.State(id); err == nil && st.Status == container.StatusRunning {
+				a.startProbes(w, pod, c, cs) // readiness is found again
+			}
+		}
 		if pod.Status.StartTime != nil {
 			w.startTime = pod.Status.StartTime
 		}
@@ -198,6 +203,15 @@ func (a *Agent) adopt(w *podWorker, pod *corev1.Pod) {
 			w.sandbox = true
 		}
 	}
+}
+
+func regularContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
 }
 
 func mustList(ids []string, err error) []string {
