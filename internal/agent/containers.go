@@ -82,6 +82,7 @@ func (a *Agent) startContainer(ctx context.Context, w *podWorker, pod *corev1.Po
 		return
 	}
 	cs.waitingReason, cs.waitingMessage = "", ""
+	w.watchUntil = time.Now().Add(2 * time.Second)
 	cs.ready.Store(false)
 	cs.started.Store(false)
 	cs.liveFails.Store(false)

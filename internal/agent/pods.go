@@ -40,6 +40,8 @@ type podWorker struct {
 	// is then Failed with reason Evicted, as upstream.
 	evicted     string
 	lastUsageAt time.Time
+	// watchUntil: a container started a moment ago; sync often until then.
+	watchUntil time.Time
 	events      map[string]bool // once-only events already sent
 }
 
@@ -129,12 +131,19 @@ func (a *Agent) runWorker(ctx context.Context, w *podWorker) {
 		delete(a.workers, w.uid)
 		a.podsMu.Unlock()
 	}()
-	t := time.NewTicker(time.Second)
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	for {
 		if done := a.syncPod(ctx, w); done {
 			return
 		}
+		// A pod on its way up is looked at again soon (a container just
+		// started shows as running a moment later); a settled one each second.
+		next := time.Second
+		if time.Now().Before(w.watchUntil) {
+			next = 50 * time.Millisecond
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			a.stopProbes(w)
@@ -144,6 +153,8 @@ func (a *Agent) runWorker(ctx context.Context, w *podWorker) {
 		}
 	}
 }
+
+
 
 // containerID is the runtime ID of a pod's container at one attempt; the
 // agent finds its containers again by it after a restart.

@@ -247,8 +247,12 @@ func TestSchedulerAgainstServer(t *testing.T) {
 		if n := cl.pod("slow-web").Spec.NodeName; n != "" {
 			t.Fatalf("pod bound to %q before its claim", n)
 		}
-		if e := cl.event("slow-web", "FailedScheduling"); e == nil || e.Message != want {
-			t.Fatalf("event: %+v", e)
-		}
+		// Events are written asynchronously: wait for it.
+		cl.eventually(func() string {
+			if e := cl.event("slow-web", "FailedScheduling"); e == nil || e.Message != want {
+				return fmt.Sprintf("event: %+v", e)
+			}
+			return ""
+		})
 	})
 }
