@@ -42,7 +42,7 @@ type podWorker struct {
 	lastUsageAt time.Time
 	// watchUntil: a container started a moment ago; sync often until then.
 	watchUntil time.Time
-	events      map[string]bool // once-only events already sent
+	events     map[string]bool // once-only events already sent
 }
 
 // containerState is the agent's memory of one container of a pod.
@@ -153,8 +153,6 @@ func (a *Agent) runWorker(ctx context.Context, w *podWorker) {
 		}
 	}
 }
-
-
 
 // containerID is the runtime ID of a pod's container at one attempt; the
 // agent finds its containers again by it after a restart.
