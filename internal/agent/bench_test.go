@@ -25,11 +25,11 @@ import (
 
 // The test binary is also the container shim of the agents it starts.
 func TestMain(m *testing.M) {
-	if os.Getenv("MOORAGE_TEST_SHIM") == "1" {
-		os.Exit(container.ShimMain(os.Args[1:]))
-	}
 	if dir := os.Getenv("MOORAGE_IO_BENCH_DIR"); dir != "" {
 		os.Exit(ioBenchMain(dir))
+	}
+	if os.Getenv("MOORAGE_TEST_SHIM") == "1" {
+		os.Exit(container.ShimMain(os.Args[1:]))
 	}
 	os.Setenv("MOORAGE_TEST_SHIM", "1")
 	os.Exit(m.Run())
