@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/moorage/moorage/internal/agent"
@@ -68,6 +69,8 @@ type Server struct {
 	Agent *agent.Agent
 	// agentAPI is the local agent's own API, once it runs.
 	agentAPI atomic.Pointer[localAgent]
+	// remoteAgents reaches the agents of other machines.
+	remoteAgents atomic.Pointer[remoteAgents]
 
 	log    *slog.Logger
 	http   *http.Server
@@ -197,6 +200,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err := startControllers(bg, &s.wg, inProcess, reg, log); err != nil {
 		return nil, err
 	}
+	nodesClient, err := kubernetes.NewForConfig(inProcess)
+	if err != nil {
+		return nil, err
+	}
+	s.remoteAgents.Store(&remoteAgents{client: nodesClient, token: token})
 	if opts.Agent {
 		node, err := agent.New(inProcess, log, agent.Options{
 			NodeName: opts.NodeName, DataDir: filepath.Join(dir, "agent"),
@@ -231,6 +239,9 @@ type localAgent struct {
 func (s *Server) nodeHandler(name string) (http.Handler, error) {
 	if local := s.agentAPI.Load(); local != nil && local.name == name {
 		return local.api, nil
+	}
+	if remote := s.remoteAgents.Load(); remote != nil {
+		return remote.handler(name)
 	}
 	return nil, fmt.Errorf("node %q has no agent reachable from this server", name)
 }

@@ -40,6 +40,7 @@ func Main(args []string) int {
 		explainCommand(),
 		imageCommand(),
 		killallCommand(),
+		agentCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {

@@ -9,8 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moorage/moorage/internal/agent"
-	"github.com/moorage/moorage/internal/fsutil"
 	"github.com/moorage/moorage/internal/image"
 )
 
@@ -157,30 +155,4 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%dB", n)
-}
-
-// killallCommand stops everything the node agent started (as k3s's
-// killall script does): the agent leaves containers running when moorage
-// stops, as the kubelet does, so that a restart finds them again.
-func killallCommand() *cobra.Command {
-	var dataDir string
-	cmd := &cobra.Command{
-		Use:   "killall",
-		Short: "Stop every container of this node and unmount its volumes (run it after stopping moorage)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			lock, err := fsutil.TryLock(filepath.Join(dataDir, "moorage.lock"))
-			if err != nil {
-				return fmt.Errorf("moorage still runs with data dir %s (%w): stop it first", dataDir, err)
-			}
-			defer lock.Unlock()
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			return agent.KillAll(cmd.Context(), filepath.Join(dataDir, "agent"), []string{self, shimCommand})
-		},
-	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir(), "moorage's data directory")
-	return cmd
 }

@@ -127,6 +127,7 @@ func TestPodSeedJustAShell(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectOK(t, m.kubectl(t, v, "exec", "just-a-shell", "-c", "a-shell", "--", "ls", "/data"), "1.txt")
+	expectOK(t, m.kubectl(t, 27, "exec", "just-a-shell", "-c", "a-shell", "--", "ls", "/data"), "1.txt") // SPDY
 	expectOK(t, m.kubectl(t, v, "exec", "just-a-shell", "-c", "a-shell", "--", "touch", "/data/2.txt"))
 	r := m.kubectl(t, v, "exec", "just-a-shell", "-c", "another-shell", "--", "ls", "/data")
 	expectOK(t, r, "1.txt", "2.txt")
@@ -139,7 +140,7 @@ func TestPodSeedJustAShell(t *testing.T) {
 	if r.Code != 3 {
 		t.Errorf("kubectl exec of `exit 3` exited %d, want 3\n%s", r.Code, r)
 	}
-	expectOK(t, m.kubectl(t, v, "delete", "pod", "just-a-shell"), `pod "just-a-shell" deleted`)
+	expectOK(t, m.kubectl(t, v, "delete", "pod", "just-a-shell", "--grace-period=1"), `pod "just-a-shell" deleted`)
 	if _, err := os.Stat(filepath.Join(hostDir, "1.txt")); err != nil {
 		t.Errorf("deleting the pod touched the hostPath data: %v", err)
 	}

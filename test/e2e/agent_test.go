@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestStandaloneAgent: a second node, `moorage agent` in its own process,
+// joins the server of `moorage up`; a pod placed on it runs there, and
+// kubectl logs and exec reach it through the server.
+func TestStandaloneAgent(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	v := defaultVersion
+	m := startMoorage(t)
+	dir := t.TempDir()
+	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
+		t.Fatalf("moorage image host: %v\n%s", err, out)
+	}
+	out := &syncBuffer{}
+	cmd := exec.Command(moorageBin, "agent", "--kubeconfig", m.Kubeconfig, "--data-dir", dir, "--node-name", "second", "--listen", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
+			t.Errorf("moorage killall: %v\n%s", err, b)
+		}
+	})
+	if !eventually(podTimeout, func() bool {
+		return regexp.MustCompile(`(?m)^second\s+Ready\s`).MatchString(m.kubectl(t, v, "get", "nodes").Stdout)
+	}) {
+		t.Fatalf("node second never Ready\n%s\nagent output:\n%s", m.kubectl(t, v, "get", "nodes"), out.String())
+	}
+	pod := `apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere}
+spec:
+  nodeSelector: {kubernetes.io/hostname: second}
+  containers:
+  - {name: main, image: busybox, command: ["sh", "-c", "echo on the second node; exec sleep 3600"]}
+`
+	m.mustKubectl(t, v, "create", "-f", m.writeFile(t, "elsewhere.yaml", pod))
+	waitPodRow(t, m, v, "default", "elsewhere", "1/1", "Running")
+	checkCol(t, m.kubectl(t, v, "get", "pod", "elsewhere", "-o", "wide"), "NODE", "second", "elsewhere")
+	if !eventually(podTimeout, func() bool {
+		return strings.Contains(m.kubectl(t, v, "logs", "elsewhere").Stdout, "on the second node")
+	}) {
+		t.Errorf("kubectl logs through the server:\n%s", m.kubectl(t, v, "logs", "elsewhere"))
+	}
+	expectOK(t, m.kubectl(t, v, "exec", "elsewhere", "--", "hostname"), "elsewhere")  // WebSocket
+	expectOK(t, m.kubectl(t, 27, "exec", "elsewhere", "--", "hostname"), "elsewhere") // SPDY
+	m.mustKubectl(t, v, "delete", "pod", "elsewhere", "--grace-period=1")
+}
