@@ -178,7 +178,8 @@ spec:
 	apply("crash", pod("crash", "Always", "echo attempt; exit 2"))
 
 	waitPodRow(t, m, v, "default", "once", "0/1", "Error")
-	expectOK(t, m.kubectl(t, v, "logs", "once"), "out\nerr\n")
+	// stdout and stderr are two pipes: their lines may interleave either way.
+	expectOK(t, m.kubectl(t, v, "logs", "once"), "out\n", "err\n")
 	if p := m.pod(t, v, "default", "once"); p == nil || p.Status.Phase != corev1.PodFailed ||
 		p.Status.ContainerStatuses[0].State.Terminated == nil || p.Status.ContainerStatuses[0].State.Terminated.ExitCode != 1 {
 		t.Errorf("once: want phase Failed, terminated with exit code 1: %+v", p.Status)
@@ -186,6 +187,17 @@ spec:
 	waitPodRow(t, m, v, "default", "done", "0/1", "Completed")
 	if p := m.pod(t, v, "default", "done"); p == nil || p.Status.Phase != corev1.PodSucceeded {
 		t.Errorf("done: want phase Succeeded")
+	}
+	// kubectl logs -f follows a running container; --tail keeps the end.
+	apply("ticker", pod("ticker", "Always", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"))
+	waitPodRow(t, m, v, "default", "ticker", "1/1", "Running")
+	follow := m.kubectlBackground(t, v, "logs", "-f", "ticker")
+	if _, ok := follow.WaitLine(podTimeout, func(l string) bool { return l == "tick-10" }); !ok {
+		t.Errorf("kubectl logs -f never showed tick-10:\n%s", follow.Output())
+	}
+	follow.Stop()
+	if r := m.kubectl(t, v, "logs", "ticker", "--tail=1"); r.Code != 0 || strings.Count(r.Stdout, "\n") != 1 || !strings.HasPrefix(r.Stdout, "tick-") {
+		t.Errorf("kubectl logs --tail=1:\n%s", r)
 	}
 	waitPodRow(t, m, v, "default", "crash", "0/1", "CrashLoopBackOff")
 	expectOK(t, m.kubectl(t, v, "logs", "crash", "--previous"), "attempt")
