@@ -1,18 +1,16 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/moorage/moorage/internal/container"
+	"github.com/moorage/moorage/internal/volume"
 )
 
 // KillAll stops and removes every container and sandbox of the agent whose
@@ -42,7 +40,7 @@ func KillAll(ctx context.Context, dataDir string, shim []string) error {
 	} else if _, statErr := os.Stat(filepath.Join(dataDir, "containers")); statErr == nil {
 		errs = append(errs, err)
 	}
-	if err := unmountUnder(dataDir); err != nil {
+	if err := volume.UnmountUnder(dataDir); err != nil {
 		errs = append(errs, err)
 	}
 	if parent, err := os.ReadFile(filepath.Join(dataDir, "cgroup-parent")); err == nil && strings.HasPrefix(string(parent), "/moorage") {
@@ -52,54 +50,4 @@ func KillAll(ctx context.Context, dataDir string, shim []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// unmountUnder unmounts every mount point at or below dir, deepest first.
-func unmountUnder(dir string) error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	var points []string
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64*1024), 1024*1024)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountPath(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			points = append(points, mp)
-		}
-	}
-	f.Close()
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
-	var errs []error
-	for _, p := range points {
-		if err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			var v int
-			if _, err := fmt.Sscanf(p[i+1:i+4], "%03o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
 }

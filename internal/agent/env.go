@@ -9,9 +9,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/moorage/moorage/internal/volume"
 )
 
 // containerEnv resolves a container's environment as the kubelet does:
@@ -160,25 +161,10 @@ func (a *Agent) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 	return "", false, nil
 }
 
-// podField answers a downward-API field path for environment variables.
+// podField answers a downward-API field path for environment variables:
+// the metadata fields as volumes show them, and the fields only env takes.
 func podField(pod *corev1.Pod, path, podIP, hostIP string) (string, error) {
-	if inner, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
-		return pod.Labels[strings.TrimSuffix(inner, "']")], nil
-	}
-	if inner, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
-		return pod.Annotations[strings.TrimSuffix(inner, "']")], nil
-	}
 	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "metadata.labels":
-		return formatMap(pod.Labels), nil
-	case "metadata.annotations":
-		return formatMap(pod.Annotations), nil
 	case "spec.nodeName":
 		return pod.Spec.NodeName, nil
 	case "spec.serviceAccountName":
@@ -188,65 +174,19 @@ func podField(pod *corev1.Pod, path, podIP, hostIP string) (string, error) {
 	case "status.podIP", "status.podIPs":
 		return podIP, nil
 	}
-	return "", fmt.Errorf("unsupported fieldPath: %s", path)
+	return volume.PodFieldValue(pod, path)
 }
 
-func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(k + "=" + strconv.Quote(m[k]))
-	}
-	return b.String()
-}
-
-// resourceField answers requests.* and limits.* of a container; a missing
-// limit is the node's allocatable, as upstream.
+// resourceField answers requests.* and limits.* of a container (this one
+// unless the selector names another); a missing limit is the node's
+// allocatable, as upstream.
 func (a *Agent) resourceField(pod *corev1.Pod, c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
-	if ref.ContainerName != "" {
-		for i := range pod.Spec.Containers {
-			if pod.Spec.Containers[i].Name == ref.ContainerName {
-				c = &pod.Spec.Containers[i]
-			}
-		}
+	sel := ref.DeepCopy()
+	if sel.ContainerName == "" {
+		sel.ContainerName = c.Name
 	}
-	kind, name, _ := strings.Cut(ref.Resource, ".")
-	res := corev1.ResourceName(name)
-	var q resource.Quantity
-	var ok bool
-	switch kind {
-	case "limits":
-		q, ok = c.Resources.Limits[res]
-		if !ok {
-			_, alloc := a.nodeResources()
-			q, ok = alloc[res]
-		}
-	case "requests":
-		q, ok = c.Resources.Requests[res]
-	default:
-		return "", fmt.Errorf("unsupported container resource : %v", ref.Resource)
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	if !ok {
-		return "0", nil
-	}
-	if res == corev1.ResourceCPU {
-		// Rounded up to whole divisors, as upstream.
-		v := (q.MilliValue() + divisor.MilliValue() - 1) / divisor.MilliValue()
-		return strconv.FormatInt(v, 10), nil
-	}
-	v := (q.Value() + divisor.Value() - 1) / divisor.Value()
-	return strconv.FormatInt(v, 10), nil
+	_, allocatable := a.nodeResources()
+	return volume.ContainerResourceValue(sel, pod, allocatable)
 }
 
 // expand replaces $(NAME) with a defined variable's value; $$ escapes a

@@ -25,13 +25,13 @@ func downwardAPIPayload(items []corev1.DownwardAPIVolumeFile, pod *corev1.Pod, d
 		fp := fileProjection{Mode: modeOr(it.Mode, mode)}
 		switch {
 		case it.FieldRef != nil:
-			v, err := podFieldValue(pod, it.FieldRef.FieldPath)
+			v, err := PodFieldValue(pod, it.FieldRef.FieldPath)
 			if err != nil {
 				errs = append(errs, err)
 			}
 			fp.Data = []byte(v)
 		case it.ResourceFieldRef != nil:
-			v, err := containerResourceValue(it.ResourceFieldRef, pod, allocatable)
+			v, err := ContainerResourceValue(it.ResourceFieldRef, pod, allocatable)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -42,12 +42,12 @@ func downwardAPIPayload(items []corev1.DownwardAPIVolumeFile, pod *corev1.Pod, d
 	return out, utilerrors.NewAggregate(errs)
 }
 
-// podFieldValue is a pod field as a downwardAPI volume shows it. Volumes
+// PodFieldValue is a pod field as a downwardAPI volume shows it. Volumes
 // take only the metadata fields (the API server rejects the others in a
 // volume, and upstream's kubelet reports them as unsupported): name,
 // namespace, uid, labels and annotations (all of them, as key="value"
 // lines sorted by key, or one with a ['key'] subscript).
-func podFieldValue(pod *corev1.Pod, fieldPath string) (string, error) {
+func PodFieldValue(pod *corev1.Pod, fieldPath string) (string, error) {
 	if path, key, ok := splitSubscript(fieldPath); ok {
 		switch path {
 		case "metadata.annotations":
@@ -110,11 +110,11 @@ func formatMap(m map[string]string) string {
 	return b.String()
 }
 
-// containerResourceValue is a container's limit or request in units of
+// ContainerResourceValue is a container's limit or request in units of
 // the divisor (1 when unset), rounded up, as upstream. A limit the
 // container does not set is the node's allocatable amount (cpu, memory,
 // ephemeral-storage); a request it does not set is 0.
-func containerResourceValue(sel *corev1.ResourceFieldSelector, pod *corev1.Pod, allocatable corev1.ResourceList) (string, error) {
+func ContainerResourceValue(sel *corev1.ResourceFieldSelector, pod *corev1.Pod, allocatable corev1.ResourceList) (string, error) {
 	c := findContainer(pod, sel.ContainerName)
 	if c == nil {
 		return "", fmt.Errorf("container %s not found", sel.ContainerName)

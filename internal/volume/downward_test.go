@@ -48,7 +48,7 @@ func TestPodFieldValues(t *testing.T) {
 		"metadata.annotations['build']":             "two\nlines",
 		"metadata.annotations['example.com/quote']": `say "hi"`,
 	} {
-		got, err := podFieldValue(pod, path)
+		got, err := PodFieldValue(pod, path)
 		if err != nil || got != want {
 			t.Errorf("%s = %q (%v), want %q", path, got, err, want)
 		}
@@ -60,7 +60,7 @@ func TestPodFieldValues(t *testing.T) {
 		"metadata.labels['bad key!']": "invalid key subscript in metadata.labels['bad key!']: ",
 		"metadata.annotations['-x-']": "invalid key subscript in metadata.annotations['-x-']: ",
 	} {
-		_, err := podFieldValue(pod, path)
+		_, err := PodFieldValue(pod, path)
 		if err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", path, err, want)
 		}
@@ -91,15 +91,15 @@ func TestContainerResourceValues(t *testing.T) {
 		{"requests.ephemeral-storage", resource.Quantity{}, "0"},
 		{"limits.hugepages-2Mi", resource.Quantity{}, "0"},
 	} {
-		got, err := containerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "app", Resource: tc.resource, Divisor: tc.divisor}, pod, alloc)
+		got, err := ContainerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "app", Resource: tc.resource, Divisor: tc.divisor}, pod, alloc)
 		if err != nil || got != tc.want {
 			t.Errorf("%s / %s = %q (%v), want %s", tc.resource, tc.divisor.String(), got, err, tc.want)
 		}
 	}
-	if _, err := containerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "nope", Resource: "limits.cpu"}, pod, alloc); err == nil || err.Error() != "container nope not found" {
+	if _, err := ContainerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "nope", Resource: "limits.cpu"}, pod, alloc); err == nil || err.Error() != "container nope not found" {
 		t.Errorf("missing container: %v", err)
 	}
-	if _, err := containerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "app", Resource: "limits.gpu"}, pod, alloc); err == nil || err.Error() != "unsupported container resource : limits.gpu" {
+	if _, err := ContainerResourceValue(&corev1.ResourceFieldSelector{ContainerName: "app", Resource: "limits.gpu"}, pod, alloc); err == nil || err.Error() != "unsupported container resource : limits.gpu" {
 		t.Errorf("unknown resource: %v", err)
 	}
 }

@@ -245,7 +245,7 @@ func (m *Manager) TearDown(ctx context.Context, podUID types.UID) error {
 	if _, err := os.Lstat(podDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := unmountUnder(podDir); err != nil {
+	if err := UnmountUnder(podDir); err != nil {
 		return err
 	}
 	for _, sub := range []string{"volume-subpaths", "volumes", "plugins"} {

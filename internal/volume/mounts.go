@@ -113,10 +113,10 @@ func mountsUnder(dir string) ([]string, error) {
 	return out, nil
 }
 
-// unmountUnder unmounts every mount at or below dir and checks that none
+// UnmountUnder unmounts every mount at or below dir and checks that none
 // is left. Unmounting in the host's mount namespace does not disturb a
 // running container, which holds its own copy of each bind.
-func unmountUnder(dir string) error {
+func UnmountUnder(dir string) error {
 	for attempt := 0; attempt < 4; attempt++ {
 		points, err := mountsUnder(dir)
 		if err != nil {

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/moorage/moorage/internal/image"
+)
+
+func TestExpand(t *testing.T) {
+	vars := map[string]string{"A": "one", "B": "two"}
+	for in, want := range map[string]string{
+		"plain":        "plain",
+		"$(A)":         "one",
+		"x-$(A)-$(B)":  "x-one-two",
+		"$(MISSING)":   "$(MISSING)",
+		"$$(A)":        "$(A)",
+		"$":            "$",
+		"cost $5":      "cost $5",
+		"$(A":          "$(A",
+		"$(A)$(A)$$$$": "oneone$$",
+	} {
+		if got := expand(in, vars); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	cfg := image.Config{Entrypoint: []string{"/entry"}, Cmd: []string{"default"}}
+	vars := map[string]string{"WHO": "world"}
+	for _, tc := range []struct {
+		command, args, want []string
+	}{
+		{nil, nil, []string{"/entry", "default"}},
+		{nil, []string{"hello", "$(WHO)"}, []string{"/entry", "hello", "world"}},
+		{[]string{"sh", "-c"}, nil, []string{"sh", "-c"}},
+		{[]string{"echo"}, []string{"$(WHO)"}, []string{"echo", "world"}},
+	} {
+		c := &corev1.Container{Command: tc.command, Args: tc.args}
+		if got := commandLine(c, cfg, vars); !slices.Equal(got, tc.want) {
+			t.Errorf("command %v args %v: got %v, want %v", tc.command, tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestContainerIDRoundTrip(t *testing.T) {
+	uid := types.UID("7f4d4fbb-b14f-4296-9cdf-537843b1e0cb")
+	id := containerID(uid, "web-server", 3)
+	gotUID, name, attempt, ok := parseContainerID(id)
+	if !ok || gotUID != uid || name != "web-server" || attempt != 3 {
+		t.Fatalf("parseContainerID(%q) = %v %v %v %v", id, gotUID, name, attempt, ok)
+	}
+	if _, _, _, ok := parseContainerID("not-ours"); ok {
+		t.Fatal("a foreign ID parsed")
+	}
+}
+
+func TestPodHostname(t *testing.T) {
+	pod := &corev1.Pod{}
+	pod.Name = "web-0"
+	if h := podHostname(pod); h != "web-0" {
+		t.Errorf("hostname %q", h)
+	}
+	pod.Spec.Hostname = "custom"
+	if h := podHostname(pod); h != "custom" {
+		t.Errorf("hostname %q", h)
+	}
+}
