@@ -17,20 +17,10 @@ import (
 	"github.com/moorage/moorage/internal/volume"
 )
 
-// Back-off after a failed pull or container creation, as upstream's image
-// pull back-off: 10 s doubling to 5 min.
-const (
-	startBackoffInitial = 10 * time.Second
-	startBackoffMax     = 5 * time.Minute
-)
-
-// backOffStart delays the next attempt to start the container.
+// backOffStart delays the next attempt to start the container after a
+// failed pull or creation (upstream's image pull back-off).
 func (cs *containerState) backOffStart() {
-	if cs.startBackoff < startBackoffInitial {
-		cs.startBackoff = startBackoffInitial
-	} else {
-		cs.startBackoff = min(2*cs.startBackoff, startBackoffMax)
-	}
+	cs.startBackoff = nextBackoff(cs.startBackoff)
 	cs.startBackoffUntil = time.Now().Add(cs.startBackoff)
 }
 
@@ -176,7 +166,7 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o750); err != nil {
 		return spec, err
 	}
-	for _, vm := range c.VolumeMounts {
+	for i, vm := range c.VolumeMounts {
 		m, ok := mounts[vm.Name]
 		if !ok {
 			return spec, fmt.Errorf("cannot find volume %q to mount into container %q", vm.Name, c.Name)
@@ -187,7 +177,7 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 			if vm.SubPathExpr != "" {
 				sub = expand(vm.SubPathExpr, vars)
 			}
-			if src, err = a.volumes.PrepareSubPath(pod.UID, vm.Name, c.Name, indexOf(c.VolumeMounts, vm.Name, vm.MountPath), m.HostPath, sub); err != nil {
+			if src, err = a.volumes.PrepareSubPath(pod.UID, vm.Name, c.Name, i, m.HostPath, sub); err != nil {
 				return spec, err
 			}
 		}
@@ -244,15 +234,6 @@ func hostPathOf(pod *corev1.Pod, volume string) *corev1.HostPathVolumeSource {
 		}
 	}
 	return nil
-}
-
-func indexOf(mounts []corev1.VolumeMount, name, path string) int {
-	for i, m := range mounts {
-		if m.Name == name && m.MountPath == path {
-			return i
-		}
-	}
-	return 0
 }
 
 // commandLine is upstream's rule: command replaces the image's entrypoint

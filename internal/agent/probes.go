@@ -27,12 +27,8 @@ type probeSet struct {
 }
 
 func (a *Agent) noStartupProbe(pod *corev1.Pod, name string) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == name {
-			return c.StartupProbe == nil
-		}
-	}
-	return true
+	c := regularContainer(pod, name)
+	return c == nil || c.StartupProbe == nil
 }
 
 // startProbes starts probing a freshly started container. Without a

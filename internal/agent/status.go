@@ -182,9 +182,6 @@ func (a *Agent) podStatus(w *podWorker, pod *corev1.Pod) corev1.PodStatus {
 		cond(corev1.PodReady, len(unready) == 0 && !terminal, readyReason, readyMsg),
 		cond(corev1.ContainersReady, len(unready) == 0 && !terminal, readyReason, readyMsg),
 	}
-	if initDone && len(pod.Spec.InitContainers) > 0 && terminal {
-		s.Conditions[1] = cond(corev1.PodInitialized, true, "", "")
-	}
 	return s
 }
 

@@ -25,6 +25,15 @@ const (
 	backoffReset   = 10 * time.Minute
 )
 
+// nextBackoff is the delay after d in upstream's series: 10 s, doubling,
+// at most 5 min (container restarts and image pulls alike).
+func nextBackoff(d time.Duration) time.Duration {
+	if d < backoffInitial {
+		return backoffInitial
+	}
+	return min(2*d, backoffMax)
+}
+
 // syncPod brings the node in line with one pod and reports its status. It
 // returns true when the worker is done (the pod is gone and cleaned up).
 func (a *Agent) syncPod(ctx context.Context, w *podWorker) bool {
@@ -112,6 +121,17 @@ func (a *Agent) emptyDirOverLimit(w *podWorker, pod *corev1.Pod) string {
 func (a *Agent) evict(ctx context.Context, w *podWorker, pod *corev1.Pod, msg string) {
 	w.evicted = msg
 	a.recorder.Eventf(pod, corev1.EventTypeWarning, "Evicted", "%s", msg)
+	a.stopAll(ctx, w, pod, gracePeriod(pod, nil))
+	for _, cs := range w.containers {
+		if st, err := a.runtime.State(cs.id); cs.id != "" && err == nil && st.Status == container.StatusExited {
+			cs.lastTerminated, cs.waitingReason = terminatedState(cs.id, st, ""), ""
+		}
+	}
+}
+
+// stopAll stops the pod's probes and every container still running, each
+// within grace.
+func (a *Agent) stopAll(ctx context.Context, w *podWorker, pod *corev1.Pod, grace time.Duration) {
 	a.stopProbes(w)
 	for _, cs := range w.containers {
 		if cs.id == "" {
@@ -119,10 +139,7 @@ func (a *Agent) evict(ctx context.Context, w *podWorker, pod *corev1.Pod, msg st
 		}
 		if st, err := a.runtime.State(cs.id); err == nil && st.Status != container.StatusExited {
 			a.recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", cs.name)
-			a.stopContainer(ctx, cs.id, gracePeriod(pod, nil))
-		}
-		if st, err := a.runtime.State(cs.id); err == nil && st.Status == container.StatusExited {
-			cs.lastTerminated, cs.waitingReason = terminatedState(cs.id, st, ""), ""
+			a.stopContainer(ctx, cs.id, grace)
 		}
 	}
 }
@@ -147,11 +164,6 @@ func (a *Agent) syncInitContainers(ctx context.Context, w *podWorker, pod *corev
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := w.state(pod, c.Name)
-		if cs.lastTerminated != nil && cs.lastTerminated.ExitCode == 0 && cs.id != "" {
-			if st, err := a.runtime.State(cs.id); err == nil && st.Status == container.StatusExited && st.ExitCode == 0 {
-				continue // done
-			}
-		}
 		if cs.id != "" {
 			st, err := a.runtime.State(cs.id)
 			if err == nil && st.Status == container.StatusExited {
@@ -228,11 +240,7 @@ func (a *Agent) restartDue(w *podWorker, pod *corev1.Pod, c *corev1.Container, c
 		cs.backoff = 0
 	}
 	if !time.Now().Before(st.FinishedAt.Add(cs.backoff)) {
-		if cs.backoff == 0 {
-			cs.backoff = backoffInitial
-		} else {
-			cs.backoff = min(2*cs.backoff, backoffMax)
-		}
+		cs.backoff = nextBackoff(cs.backoff)
 		return true
 	}
 	if cs.waitingReason != "CrashLoopBackOff" {
@@ -246,17 +254,7 @@ func (a *Agent) restartDue(w *podWorker, pod *corev1.Pod, c *corev1.Container, c
 // terminatePod stops a deleted pod's containers within its grace period,
 // tears its volumes and sandbox down, and completes the deletion.
 func (a *Agent) terminatePod(ctx context.Context, w *podWorker, pod *corev1.Pod, gone bool) bool {
-	a.stopProbes(w)
-	grace := gracePeriod(pod, pod.DeletionGracePeriodSeconds)
-	for _, cs := range w.containers {
-		if cs.id == "" {
-			continue
-		}
-		if st, err := a.runtime.State(cs.id); err == nil && st.Status != container.StatusExited {
-			a.recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", cs.name)
-			a.stopContainer(ctx, cs.id, grace)
-		}
-	}
+	a.stopAll(ctx, w, pod, gracePeriod(pod, pod.DeletionGracePeriodSeconds))
 	ids, _ := a.runtime.List()
 	for _, id := range ids {
 		if uid, _, _, ok := parseContainerID(id); ok && uid == pod.UID {
