@@ -70,7 +70,7 @@ func (a *Agent) syncPod(ctx context.Context, w *podWorker) bool {
 			verrs = []error{err}
 		}
 		for _, e := range verrs {
-			a.eventOnce(w, pod, "mount:"+e.Error(), corev1.EventTypeWarning, "FailedMount", "%v", e)
+			a.eventOnce(w, pod, "mount:"+e.Error(), corev1.EventTypeWarning, volume.EventReason(e), "%v", e)
 		}
 		a.reportStatus(ctx, w, pod)
 		return false

@@ -32,30 +32,67 @@ const (
 )
 
 // admitCreate runs the admission plugins for a new object, after defaults
-// and before validation.
-func (s *Server) admitCreate(ctx context.Context, obj runtime.Object) error {
+// and before validation. It returns the plugins' warnings.
+func (s *Server) admitCreate(ctx context.Context, obj runtime.Object) ([]string, error) {
 	switch o := obj.(type) {
 	case *corev1.PersistentVolumeClaim:
 		if err := s.defaultStorageClass(ctx, o); err != nil {
-			return err
+			return nil, err
 		}
 		o.Finalizers = withFinalizer(o.Finalizers, pvcProtectionFinalizer)
 	case *corev1.PersistentVolume:
 		o.Finalizers = withFinalizer(o.Finalizers, pvProtectionFinalizer)
 	case *corev1.Pod:
-		return s.admitPodSecurity(ctx, o)
+		addDefaultTolerations(o)
+		return s.admitPodSecurity(ctx, o, nil)
+	case *corev1.Namespace:
+		return s.admitNamespaceSecurity(ctx, o, nil)
+	default:
+		return s.podTemplateSecurityWarnings(ctx, obj), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // admitUpdate runs the admission plugins for an update of a main resource
 // (no subresource) after validation, as upstream runs validating admission
 // after the strategy's checks: old is the stored object.
-func (s *Server) admitUpdate(ctx context.Context, obj, old runtime.Object) error {
-	if pvc, ok := obj.(*corev1.PersistentVolumeClaim); ok {
-		return s.admitClaimResize(ctx, pvc, old.(*corev1.PersistentVolumeClaim))
+func (s *Server) admitUpdate(ctx context.Context, obj, old runtime.Object) ([]string, error) {
+	switch o := obj.(type) {
+	case *corev1.PersistentVolumeClaim:
+		return nil, s.admitClaimResize(ctx, o, old.(*corev1.PersistentVolumeClaim))
+	case *corev1.Pod:
+		return s.admitPodSecurity(ctx, o, old.(*corev1.Pod))
+	case *corev1.Namespace:
+		return s.admitNamespaceSecurity(ctx, o, old.(*corev1.Namespace))
+	default:
+		return s.podTemplateSecurityWarnings(ctx, obj), nil
 	}
-	return nil
+}
+
+// defaultTolerationSeconds is how long a pod stays on a node that is not
+// ready or unreachable before it is evicted (upstream's DefaultTolerationSeconds).
+const defaultTolerationSeconds = 300
+
+// addDefaultTolerations is upstream's DefaultTolerationSeconds admission on
+// pod create: a pod that does not already tolerate the not-ready and
+// unreachable NoExecute taints gets tolerations for 300 s each.
+func addDefaultTolerations(pod *corev1.Pod) {
+	tolerates := func(key string) bool {
+		for _, t := range pod.Spec.Tolerations {
+			if (t.Key == key || t.Key == "") && (t.Effect == corev1.TaintEffectNoExecute || t.Effect == "") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		if !tolerates(key) {
+			seconds := int64(defaultTolerationSeconds)
+			pod.Spec.Tolerations = append(pod.Spec.Tolerations, corev1.Toleration{
+				Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &seconds,
+			})
+		}
+	}
 }
 
 // withFinalizer is upstream's StorageObjectInUseProtection on create: the

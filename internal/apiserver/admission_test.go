@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -257,4 +258,38 @@ func asStatus(err error, status *apierrors.APIStatus) bool {
 	s, ok := err.(apierrors.APIStatus)
 	*status = s
 	return ok
+}
+
+// Upstream's DefaultTolerationSeconds: every new pod tolerates the not-ready
+// and unreachable NoExecute taints for 300 s, unless it already tolerates them.
+func TestDefaultTolerationSeconds(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+	pod := func(name string, tolerations ...corev1.Toleration) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "c", Image: "busybox"}}, Tolerations: tolerations,
+		}}
+	}
+	def := func(key string) corev1.Toleration {
+		return corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)}
+	}
+	own := corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](5)}
+	everything := corev1.Toleration{Operator: corev1.TolerationOpExists}
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want []corev1.Toleration
+	}{
+		{pod("plain"), []corev1.Toleration{def(corev1.TaintNodeNotReady), def(corev1.TaintNodeUnreachable)}},
+		{pod("own", own), []corev1.Toleration{own, def(corev1.TaintNodeNotReady)}},
+		{pod("all", everything), []corev1.Toleration{everything}},
+	} {
+		got, err := c.CoreV1().Pods("default").Create(ctx, tc.pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equality.Semantic.DeepEqual(got.Spec.Tolerations, tc.want) {
+			t.Errorf("%s: tolerations = %v, want %v", tc.pod.Name, got.Spec.Tolerations, tc.want)
+		}
+	}
 }

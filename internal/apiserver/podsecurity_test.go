@@ -2,7 +2,14 @@ package apiserver_test
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,4 +44,91 @@ func TestPodSecurityBaselineRefusesHostPath(t *testing.T) {
 	if _, err := c.CoreV1().Pods("default").Create(ctx, pod("elsewhere", true), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("hostPath in an unlabelled namespace was refused: %v", err)
 	}
+}
+
+func TestPodSecurityWarnAndNamespaceLabels(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+
+	// Invalid labels are refused, naming the label.
+	bad := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bad-labels", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "strict"}}}
+	_, err := c.CoreV1().Namespaces().Create(ctx, bad, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), `metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: "strict"`) {
+		t.Fatalf("invalid enforce label: got %v", err)
+	}
+
+	// warn=baseline: a hostPath pod is created, with upstream's warning.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "warned", Labels: map[string]string{"pod-security.kubernetes.io/warn": "baseline"}}}
+	if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	warnings := &recordWarnings{}
+	cfg := rest.CopyConfig(srv.Loopback)
+	cfg.WarningHandler = warnings
+	wc := kubernetes.NewForConfigOrDie(cfg)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hp"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "c", Image: "busybox"}},
+		Volumes:    []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/etc"}}}},
+	}}
+	if _, err := wc.CoreV1().Pods("warned").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("warn mode refused a pod: %v", err)
+	}
+	want := `would violate PodSecurity "baseline:latest": hostPath volumes (volume "h")`
+	if got := warnings.take(); len(got) != 1 || got[0] != want {
+		t.Fatalf("warnings = %q, want [%q]", got, want)
+	}
+
+	// A workload's template is warned about, never refused.
+	one := int32(1)
+	deploy := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "d"}, Spec: appsv1.DeploymentSpec{
+		Replicas: &one,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "d"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "d"}}, Spec: *pod.Spec.DeepCopy()},
+	}}
+	if _, err := wc.AppsV1().Deployments("warned").Create(ctx, deploy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := warnings.take(); len(got) != 1 || got[0] != want {
+		t.Fatalf("deployment warnings = %q, want [%q]", got, want)
+	}
+
+	// Tightening enforce lists the pods that break it, and changes nothing.
+	cur, err := wc.CoreV1().Namespaces().Get(ctx, "warned", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Labels["pod-security.kubernetes.io/enforce"] = "baseline"
+	if _, err := wc.CoreV1().Namespaces().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantNS := []string{
+		`existing pods in namespace "warned" violate the new PodSecurity enforce level "baseline:latest"`,
+		`hp: hostPath volumes`,
+	}
+	if got := warnings.take(); !slices.Equal(got, wantNS) {
+		t.Fatalf("namespace update warnings = %q, want %q", got, wantNS)
+	}
+	if _, err := c.CoreV1().Pods("warned").Get(ctx, "hp", metav1.GetOptions{}); err != nil {
+		t.Fatalf("existing pod gone after the label change: %v", err)
+	}
+}
+
+type recordWarnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recordWarnings) HandleWarningHeader(code int, agent, text string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, text)
+}
+
+func (r *recordWarnings) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.msgs
+	r.msgs = nil
+	return m
 }

@@ -204,12 +204,14 @@ func (s *Server) createObject(ctx context.Context, req *request, obj runtime.Obj
 	if generated {
 		om.SetName(om.GetGenerateName() + randomSuffix())
 	}
-	if err := s.admitCreate(ctx, obj); err != nil {
+	admissionWarnings, err := s.admitCreate(ctx, obj)
+	if err != nil {
 		return nil, err
 	}
 	if res.Warnings != nil {
 		req.warnings = res.Warnings(obj, nil)
 	}
+	req.warnings = append(req.warnings, admissionWarnings...)
 	if res.Validate != nil {
 		if errs := res.Validate(obj); len(errs) > 0 {
 			return nil, apierrors.NewInvalid(res.GVK.GroupKind(), om.GetName(), errs)
@@ -455,6 +457,7 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 	if res.Generation && req.subresource == "" && registry.SpecChanged(obj, cur) {
 		om.SetGeneration(cm.GetGeneration() + 1)
 	}
+	req.warnings = nil // this may be a retry
 	if res.Warnings != nil && req.subresource == "" {
 		req.warnings = res.Warnings(obj, cur)
 	}
@@ -468,9 +471,11 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 		}
 	}
 	if req.subresource == "" {
-		if err := s.admitUpdate(ctx, obj, cur); err != nil {
+		warnings, err := s.admitUpdate(ctx, obj, cur)
+		if err != nil {
 			return nil, err
 		}
+		req.warnings = append(req.warnings, warnings...)
 	}
 	return obj, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 
@@ -36,6 +37,9 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 	src := &pv.Spec.PersistentVolumeSource
 	switch {
 	case src.HostPath != nil:
+		if len(pvMountOptions(pv)) > 0 {
+			return Mounted{}, &UnsupportedMountOptionError{Volume: pv.Name}
+		}
 		if block {
 			return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("PersistentVolume %q: hostPath volumes do not support volumeMode Block", pv.Name)}
 		}
@@ -132,7 +136,7 @@ func volumeUses(pod *corev1.Pod) (mounts, devices map[string]bool) {
 
 // mountLocal binds a local volume's directory at
 // <pod>/volumes/kubernetes.io~local-volume/<pv name>, read-only for a
-// read-only claim, as upstream; a writable one gets the pod's fsGroup
+// read-only claim and with the volume's mount options, as upstream; a writable one gets the pod's fsGroup
 // (honouring fsGroupChangePolicy). A local path that is a block device
 // would have to be formatted and mounted first: not supported yet.
 func (m *Manager) mountLocal(pod *corev1.Pod, volName string, pv *corev1.PersistentVolume, readOnly bool) (Mounted, error) {
@@ -158,7 +162,14 @@ func (m *Manager) mountLocal(pod *corev1.Pod, volName string, pv *corev1.Persist
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return Mounted{}, setUpError(volName, err)
 		}
-		if err := bindMount(path, dir, readOnly); err != nil {
+		flags, err := bindMountFlags(pvMountOptions(pv))
+		if err != nil {
+			return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s: %w", pv.Name, err))
+		}
+		if readOnly {
+			flags |= unix.MS_RDONLY
+		}
+		if err := bindMountWith(path, dir, flags); err != nil {
 			return Mounted{}, setUpError(volName, err)
 		}
 		if gid := podFSGroup(pod); gid != nil && !readOnly {

@@ -375,3 +375,56 @@ func TestUnsupportedVolumeTypes(t *testing.T) {
 		t.Error("the supported volume was not set up")
 	}
 }
+
+// Mount options: a local directory's bind mount takes the per-mount ones
+// (and the beta annotation wins over spec.mountOptions, as upstream); others
+// are refused naming the option; hostPath takes none (upstream's
+// UnsupportedMountOption).
+func TestClaimMountOptions(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t, node1)
+	disk := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := localPV("local-opts", disk, corev1.PersistentVolumeFilesystem)
+	opts.Spec.MountOptions = []string{"noexec", "nosuid", "noatime"}
+	e.get.bind(claim("opts"), opts)
+	annotated := localPV("local-annotated", disk, corev1.PersistentVolumeFilesystem)
+	annotated.Spec.MountOptions = []string{"noexec"}
+	annotated.Annotations = map[string]string{corev1.MountOptionAnnotation: "ro, nodev"}
+	e.get.bind(claim("annotated"), annotated)
+	pod := newPod("p", claimVolume("a", "opts", false), claimVolume("b", "annotated", false))
+	got := mustSetUp(t, e.m, pod)
+	line := mountLine(t, got["a"].HostPath)
+	for _, want := range []string{"rw", "nosuid", "noexec", "noatime"} {
+		if !strings.Contains(line, " "+want+",") && !strings.Contains(line, ","+want+",") && !strings.Contains(line, ","+want+" ") {
+			t.Errorf("mount options: %q lacks %s", line, want)
+		}
+	}
+	line = mountLine(t, got["b"].HostPath)
+	if !strings.Contains(line, " ro,") || !strings.Contains(line, "nodev") || strings.Contains(line, "noexec") {
+		t.Errorf("annotated volume's mount: %q, want ro,nodev without noexec", line)
+	}
+	if err := e.m.TearDown(context.Background(), pod.UID); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := localPV("local-bad", disk, corev1.PersistentVolumeFilesystem)
+	bad.Spec.MountOptions = []string{"noexec", "data=ordered"}
+	e.get.bind(claim("bad"), bad)
+	if got := setUpErr(t, e.m, newPod("p2", claimVolume("v", "bad", false))); !strings.Contains(got, `local volume local-bad: mount option "data=ordered" cannot apply to a bind mount`) {
+		t.Errorf("file system option on a local directory: %s", got)
+	}
+
+	hp := hostPathPV("hp-opts", filepath.Join(t.TempDir(), "hp"))
+	hp.Spec.MountOptions = []string{"ro"}
+	e.get.bind(claim("hp"), hp)
+	_, err := e.m.SetUp(context.Background(), newPod("p3", claimVolume("v", "hp", false)))
+	if err == nil || err.Error() != `Mount options are not supported for this volume type for volume "hp-opts"` || EventReason(err) != "UnsupportedMountOption" {
+		t.Errorf("hostPath with mount options: %v (reason %s)", err, EventReason(err))
+	}
+	if left := mountsBelow(t, e.m.root); len(left) != 0 {
+		t.Fatalf("mounts left: %v", left)
+	}
+}

@@ -106,6 +106,24 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// EventReason is the reason of the Warning event for a set-up error:
+// FailedMount, or what upstream's kubelet uses for the error's kind.
+func EventReason(err error) string {
+	var unsupported *UnsupportedMountOptionError
+	if errors.As(err, &unsupported) {
+		return "UnsupportedMountOption"
+	}
+	return "FailedMount"
+}
+
+// UnsupportedMountOptionError is a volume with mount options whose type
+// takes none (hostPath), as upstream's kubelet reports it.
+type UnsupportedMountOptionError struct{ Volume string }
+
+func (e *UnsupportedMountOptionError) Error() string {
+	return fmt.Sprintf("Mount options are not supported for this volume type for volume %q", e.Volume)
+}
+
 func setUpError(volume string, err error) error {
 	return &Error{Volume: volume, Op: "MountVolume.SetUp", Err: err}
 }

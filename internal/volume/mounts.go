@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
@@ -167,16 +168,99 @@ func mountTmpfs(dir string, size *resource.Quantity) error {
 // bindMount binds src at dst, read-only if asked (a read-only bind needs a
 // second, remounting call).
 func bindMount(src, dst string, readOnly bool) error {
+	var flags uintptr
+	if readOnly {
+		flags = unix.MS_RDONLY
+	}
+	return bindMountWith(src, dst, flags)
+}
+
+// bindMountWith bind-mounts src at dst, then applies the per-mount flags
+// (MS_RDONLY, MS_NOEXEC, ...) with a remount, which a bind mount needs.
+func bindMountWith(src, dst string, flags uintptr) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount %s at %s: %w", src, dst, err)
 	}
-	if readOnly {
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+	if flags != 0 {
+		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
 			_ = unix.Unmount(dst, 0)
-			return fmt.Errorf("remount %s read-only: %w", dst, err)
+			return fmt.Errorf("remount %s with %s: %w", dst, flagNames(flags), err)
 		}
 	}
 	return nil
+}
+
+// bindFlags are the mount options a bind mount can take: the per-mount
+// flags. File system options (data=, discard, ...) belong to the file
+// system, which a bind mount of a directory does not mount.
+var bindFlags = []struct {
+	name string
+	flag uintptr
+}{
+	{"ro", unix.MS_RDONLY},
+	{"nosuid", unix.MS_NOSUID},
+	{"nodev", unix.MS_NODEV},
+	{"noexec", unix.MS_NOEXEC},
+	{"noatime", unix.MS_NOATIME},
+	{"nodiratime", unix.MS_NODIRATIME},
+	{"relatime", unix.MS_RELATIME},
+	{"strictatime", unix.MS_STRICTATIME},
+}
+
+// bindMountFlags turns a volume's mount options into bind mount flags;
+// "rw", "suid", "dev", "exec" and "atime" are the defaults already. An
+// option a bind mount cannot honour is an error naming it, rather than
+// silently dropped.
+func bindMountFlags(options []string) (uintptr, error) {
+	var flags uintptr
+	for _, opt := range options {
+		opt = strings.TrimSpace(opt)
+		switch opt {
+		case "", "rw", "suid", "dev", "exec", "atime", "bind", "rbind", "defaults":
+			continue
+		}
+		found := false
+		for _, f := range bindFlags {
+			if f.name == opt {
+				flags, found = flags|f.flag, true
+			}
+		}
+		if !found {
+			var names []string
+			for _, f := range bindFlags {
+				names = append(names, f.name)
+			}
+			return 0, fmt.Errorf("mount option %q cannot apply to a bind mount of a directory (it takes %s)", opt, strings.Join(names, ", "))
+		}
+	}
+	return flags, nil
+}
+
+// flagNames names flags for messages.
+func flagNames(flags uintptr) string {
+	var names []string
+	for _, f := range bindFlags {
+		if flags&f.flag != 0 {
+			names = append(names, f.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// pvMountOptions are a volume's mount options: as upstream reads them, the
+// older volume.beta.kubernetes.io/mount-options annotation (comma
+// separated) when present, else spec.mountOptions.
+func pvMountOptions(pv *corev1.PersistentVolume) []string {
+	if a, ok := pv.Annotations[corev1.MountOptionAnnotation]; ok {
+		var opts []string
+		for _, o := range strings.Split(a, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				opts = append(opts, o)
+			}
+		}
+		return opts
+	}
+	return pv.Spec.MountOptions
 }
 
 // removeAllOneFS removes path and everything below it without following

@@ -140,6 +140,18 @@ func TestPodSeedJustAShell(t *testing.T) {
 	if r.Code != 3 {
 		t.Errorf("kubectl exec of `exit 3` exited %d, want 3\n%s", r.Code, r)
 	}
+	// kubectl cp (tar through exec), both ways.
+	local := m.writeFile(t, "from-laptop.txt", "copied in\n")
+	expectOK(t, m.kubectl(t, v, "cp", local, "just-a-shell:/data/from-laptop.txt", "-c", "a-shell"))
+	if got := readFile(t, filepath.Join(hostDir, "from-laptop.txt")); got != "copied in\n" {
+		t.Errorf("kubectl cp into the pod: the volume holds %q", got)
+	}
+	expectOK(t, m.kubectl(t, v, "exec", "just-a-shell", "-c", "another-shell", "--", "sh", "-c", "echo made inside > /tmp/inside.txt"))
+	out := filepath.Join(t.TempDir(), "inside.txt")
+	expectOK(t, m.kubectl(t, 27, "cp", "just-a-shell:/tmp/inside.txt", out, "-c", "another-shell"))
+	if got := readFile(t, out); got != "made inside\n" {
+		t.Errorf("kubectl cp out of the pod: got %q", got)
+	}
 	expectOK(t, m.kubectl(t, v, "delete", "pod", "just-a-shell", "--grace-period=1"), `pod "just-a-shell" deleted`)
 	if _, err := os.Stat(filepath.Join(hostDir, "1.txt")); err != nil {
 		t.Errorf("deleting the pod touched the hostPath data: %v", err)
