@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
+	kptr "k8s.io/utils/ptr"
 	"os"
 	"path/filepath"
 
@@ -136,24 +137,33 @@ func volumeUses(pod *corev1.Pod) (mounts, devices map[string]bool) {
 
 // mountLocal binds a local volume's directory at
 // <pod>/volumes/kubernetes.io~local-volume/<pv name>, read-only for a
-// read-only claim and with the volume's mount options, as upstream; a writable one gets the pod's fsGroup
-// (honouring fsGroupChangePolicy). A local path that is a block device
-// would have to be formatted and mounted first: not supported yet.
+// read-only claim and with the volume's mount options, as upstream; a
+// writable one gets the pod's fsGroup (honouring fsGroupChangePolicy). A
+// local path that is a block device is formatted if empty and mounted once
+// for the node with the mount options (device.go), and that mount is bound.
 func (m *Manager) mountLocal(pod *corev1.Pod, volName string, pv *corev1.PersistentVolume, readOnly bool) (Mounted, error) {
 	path, err := localPath(pv)
 	if err != nil {
 		return Mounted{}, setUpError(volName, err)
 	}
+	if err := checkName(pv.Name); err != nil {
+		return Mounted{}, setUpError(volName, err)
+	}
 	kind, _ := hostFileType(path)
+	options := pvMountOptions(pv)
 	switch kind {
 	case corev1.HostPathDirectory:
 	case corev1.HostPathBlockDev:
-		return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s is the block device %s: formatting and mounting it as a file system (volumeMode Filesystem) is not supported yet; use volumeMode Block or a directory", pv.Name, path))
+		// Mounted once for the node; the pod gets a bind of that mount.
+		m.devices.Lock()
+		defer m.devices.Unlock()
+		global := filepath.Join(m.deviceMountsDir(), pv.Name)
+		if err := mountDevice(path, global, kptr.Deref(pv.Spec.Local.FSType, ""), options); err != nil {
+			return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s: %w", pv.Name, err))
+		}
+		path, options = global, nil
 	default:
 		return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s: path %s is not a directory", pv.Name, path))
-	}
-	if err := checkName(pv.Name); err != nil {
-		return Mounted{}, setUpError(volName, err)
 	}
 	dir := m.volumeDir(pod.UID, pluginLocal, pv.Name)
 	if _, mounted, err := mountAt(dir); err != nil {
@@ -162,7 +172,7 @@ func (m *Manager) mountLocal(pod *corev1.Pod, volName string, pv *corev1.Persist
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return Mounted{}, setUpError(volName, err)
 		}
-		flags, err := bindMountFlags(pvMountOptions(pv))
+		flags, err := bindMountFlags(options)
 		if err != nil {
 			return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s: %w", pv.Name, err))
 		}

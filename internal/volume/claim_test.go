@@ -312,12 +312,7 @@ func TestClaimOnLocalBlockDevice(t *testing.T) {
 		t.Errorf("a block claim in volumeMounts: %s", got)
 	}
 
-	// A Filesystem local volume on a block device would need mkfs.
 	e.get.bind(claim("fs"), localPV("fs-on-block", dev, corev1.PersistentVolumeFilesystem))
-	fsPod := newPod("p", claimVolume("data", "fs", false))
-	if got := setUpErr(t, e.m, fsPod); !strings.Contains(got, "is the block device "+dev+": formatting and mounting it as a file system (volumeMode Filesystem) is not supported yet") {
-		t.Errorf("Filesystem on a block device: %s", got)
-	}
 	// A Block local volume on a directory is refused.
 	e.get.bind(claim("dir"), localPV("block-on-dir", t.TempDir(), corev1.PersistentVolumeBlock))
 	dirPod := newPod("p")
@@ -423,6 +418,81 @@ func TestClaimMountOptions(t *testing.T) {
 	_, err := e.m.SetUp(context.Background(), newPod("p3", claimVolume("v", "hp", false)))
 	if err == nil || err.Error() != `Mount options are not supported for this volume type for volume "hp-opts"` || EventReason(err) != "UnsupportedMountOption" {
 		t.Errorf("hostPath with mount options: %v (reason %s)", err, EventReason(err))
+	}
+	if left := mountsBelow(t, e.m.root); len(left) != 0 {
+		t.Fatalf("mounts left: %v", left)
+	}
+}
+
+// A local volume on a block device used as a file system: formatted when
+// empty (ext4 unless spec.local.fsType says otherwise), mounted once for the
+// node with the volume's mount options, bound into each pod, released with
+// the last pod; its data survives.
+func TestClaimOnLocalBlockDeviceAsFilesystem(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t, node1)
+	dev := attachLoop(t, 32<<20)
+	pv := localPV("disk-pv", dev, corev1.PersistentVolumeFilesystem)
+	pv.Spec.MountOptions = []string{"noatime", "data=ordered"}
+	e.get.bind(claim("disk"), pv)
+
+	a, b := newPod("a", claimVolume("v", "disk", false)), newPod("b", claimVolume("v", "disk", true))
+	gotA, gotB := mustSetUp(t, e.m, a), mustSetUp(t, e.m, b)
+	global := filepath.Join(e.m.root, "plugins", "kubernetes.io", "local-volume", "mounts", "disk-pv")
+	line := mountLine(t, global)
+	if !strings.Contains(line, " ext4 "+dev+" ") || !strings.Contains(line, "noatime") || !strings.Contains(line, "data=ordered") {
+		t.Fatalf("global mount of the device: %q", line)
+	}
+	if err := os.WriteFile(filepath.Join(gotA["v"].HostPath, "f"), []byte("on the disk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if readFile(t, filepath.Join(gotB["v"].HostPath, "f")) != "on the disk" {
+		t.Error("the second pod does not see the first one's file")
+	}
+	if err := os.WriteFile(filepath.Join(gotB["v"].HostPath, "g"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write through a read-only claim: %v, want EROFS", err)
+	}
+	if err := e.m.TearDown(context.Background(), a.UID); err != nil {
+		t.Fatal(err)
+	}
+	if mountLine(t, global) == "" {
+		t.Fatal("the global mount went while another pod uses it")
+	}
+	if err := e.m.TearDown(context.Background(), b.UID); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsBelow(t, e.m.root); len(left) != 0 {
+		t.Fatalf("mounts left after the last pod: %v", left)
+	}
+	// Mounted again (no second mkfs): the data is still there.
+	c := newPod("c", claimVolume("v", "disk", false))
+	if got := mustSetUp(t, e.m, c); readFile(t, filepath.Join(got["v"].HostPath, "f")) != "on the disk" {
+		t.Error("the file did not survive unmounting")
+	}
+	if err := e.m.TearDown(context.Background(), c.UID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A file system other than spec.local.fsType is not reformatted.
+	xfs := localPV("disk-xfs", dev, corev1.PersistentVolumeFilesystem)
+	xfs.Spec.Local.FSType = ptr("xfs")
+	e.get.bind(claim("xfs"), xfs)
+	d := newPod("d", claimVolume("v", "xfs", false))
+	if got := setUpErr(t, e.m, d); !strings.Contains(got, `failed to mount the volume as "xfs", it already contains ext4`) {
+		t.Errorf("fsType mismatch: %s", got)
+	}
+	// A file system option the kernel does not know fails the mount.
+	bad := localPV("disk-bad", dev, corev1.PersistentVolumeFilesystem)
+	bad.Spec.MountOptions = []string{"no-such-option"}
+	e.get.bind(claim("bad"), bad)
+	ep := newPod("e", claimVolume("v", "bad", false))
+	if got := setUpErr(t, e.m, ep); !strings.Contains(got, `options "no-such-option"`) {
+		t.Errorf("unknown file system option: %s", got)
+	}
+	for _, p := range []*corev1.Pod{d, ep} {
+		if err := e.m.TearDown(context.Background(), p.UID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if left := mountsBelow(t, e.m.root); len(left) != 0 {
 		t.Fatalf("mounts left: %v", left)

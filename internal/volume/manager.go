@@ -146,6 +146,9 @@ type Manager struct {
 	opts   Options
 	locks  podLocks
 	tokens tokenCache
+	// devices serializes the global mounts of local block devices, which
+	// pods share.
+	devices sync.Mutex
 }
 
 // NewManager returns a Manager keeping pod volumes under root (kubelet's
@@ -264,6 +267,12 @@ func (m *Manager) TearDown(ctx context.Context, podUID types.UID) error {
 		return nil
 	}
 	if err := UnmountUnder(podDir); err != nil {
+		return err
+	}
+	m.devices.Lock()
+	err := m.releaseDeviceMounts()
+	m.devices.Unlock()
+	if err != nil {
 		return err
 	}
 	for _, sub := range []string{"volume-subpaths", "volumes", "plugins"} {
