@@ -157,6 +157,7 @@ func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		ID: id, SandboxID: string(pod.UID), Rootfs: container.Rootfs{LowerDirs: img.Layers},
 		Args: args, Env: env, Cwd: cwd, User: containerUser(pod, c, img.Config),
 		LogPath: a.logPath(pod, c.Name, attempt),
+		Stdin:   c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY,
 	}
 	if sc := c.SecurityContext; sc != nil {
 		spec.Privileged = sc.Privileged != nil && *sc.Privileged

@@ -19,12 +19,8 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", a.serveLogs)
 	mux.HandleFunc("/exec/{ns}/{pod}/{container}", a.serveExec)
-	mux.HandleFunc("/attach/{ns}/{pod}/{container}", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "attach is not supported by moorage yet: use kubectl exec, or kubectl logs -f", http.StatusBadRequest)
-	})
-	mux.HandleFunc("/portForward/{ns}/{pod}", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "port-forward is not supported by moorage yet: pods share the node's network, so connect to the node's address", http.StatusBadRequest)
-	})
+	mux.HandleFunc("/attach/{ns}/{pod}/{container}", a.serveAttach)
+	mux.HandleFunc("/portForward/{ns}/{pod}", a.servePortForward)
 	return mux
 }
 
@@ -152,7 +148,7 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request) {
 	}
 	id := cs.id
 	if st, err := a.runtime.State(id); id == "" || err != nil || st.Status != container.StatusRunning {
-		http.Error(w, fmt.Sprintf("unable to upgrade connection: container not found (%q)", name), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("container not found (%q)", name), http.StatusInternalServerError) // the kubelet's answer; kubectl adds "unable to upgrade connection: "
 		return
 	}
 	streaming.ServeExec(w, r, opts, func(ctx context.Context, s streaming.Session) (int, error) {

@@ -88,9 +88,18 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec ContainerSpec) (err 
 		CreatedAt:   time.Now(),
 	}
 	recordPath := filepath.Join(dir, "record.json")
+	args := []string{"run", "--id", spec.ID, "--bundle", dir, "--root", r.runcRoot,
+		"--runc", r.runc, "--log", spec.LogPath, "--cgroup", rec.CgroupsPath}
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{{spec.Stdin, "--stdin"}, {spec.StdinOnce, "--stdin-once"}, {spec.TTY, "--tty"}} {
+		if f.set {
+			args = append(args, f.flag)
+		}
+	}
 	rep, err := r.startHelper(ctx, helperSpec{
-		args: []string{"run", "--id", spec.ID, "--bundle", dir, "--root", r.runcRoot,
-			"--runc", r.runc, "--log", spec.LogPath, "--cgroup", rec.CgroupsPath},
+		args:    args,
 		logPath: filepath.Join(dir, "shim.log"),
 		started: func(p proc) error {
 			rec.Shim = p

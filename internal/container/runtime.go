@@ -9,7 +9,7 @@
 //	                      pause.log
 //	containers/<id>/      config.json (the OCI bundle), rootfs/ (overlay mount),
 //	                      upper/, work/, record.json (agent), exit.json (shim),
-//	                      init.pid, runc.log, shim.log
+//	                      init.pid, runc.log, shim.log, attach.sock (shim)
 //
 // A sandbox is a "pause" process holding the IPC and UTS namespaces (and,
 // when given, a network namespace) that the pod's containers join through the
@@ -22,10 +22,12 @@
 // binary re-executed (Config.ShimCommand, reaching ShimMain). The shim is
 // started detached (new session) so it outlives the agent: it runs
 // `runc create`, becomes the subreaper of the container's init, copies the
-// container's stdout and stderr into the CRI-format log file, and when init
-// exits writes exit.json (code, time, OOMKilled), which is how a restarted
-// agent learns what happened while it was away. The agent itself runs
-// `runc start`, `runc exec` and `runc delete`.
+// container's stdout and stderr (or its terminal) into the CRI-format log
+// file, holds its stdin open when the spec asks for one, serves attach
+// sessions on attach.sock (attach.go), and when init exits writes
+// exit.json (code, time, OOMKilled), which is how a restarted agent learns
+// what happened while it was away. The agent itself runs `runc start`,
+// `runc exec` and `runc delete`.
 //
 // Processes are named by pid and start time (/proc/<pid>/stat), and signalled
 // through pidfds, so a recycled pid is never mistaken for ours.

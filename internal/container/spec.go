@@ -30,6 +30,11 @@ type ContainerSpec struct {
 	// LogPath receives the container's stdout and stderr in the CRI log
 	// format; its directory must exist.
 	LogPath string
+	// Stdin keeps the container's stdin open for attach sessions (else it
+	// is /dev/null); StdinOnce closes it when the first attached session's
+	// input ends. TTY runs the container on a terminal, whose output is
+	// logged as stdout. See Runtime.Attach.
+	Stdin, StdinOnce, TTY bool
 }
 
 // Rootfs is a container's image: read-only layers under its own writable one.
@@ -147,10 +152,11 @@ func (r *Runtime) ociSpec(c *ContainerSpec, sb *sandboxRecord, rootfs string) (*
 		Version: specs.Version,
 		Root:    &specs.Root{Path: rootfs, Readonly: c.ReadOnlyRootfs},
 		Process: &specs.Process{
-			Args: c.Args,
-			Env:  env,
-			Cwd:  cwd,
-			User: specs.User{UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGIDs},
+			Terminal: c.TTY,
+			Args:     c.Args,
+			Env:      env,
+			Cwd:      cwd,
+			User:     specs.User{UID: c.User.UID, GID: c.User.GID, AdditionalGids: c.User.AdditionalGIDs},
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},

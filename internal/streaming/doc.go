@@ -1,7 +1,8 @@
 // Package streaming is the server side of the Kubernetes remote command
-// protocols: what the node agent speaks so that kubectl exec, attach and cp
-// (exec of tar) work against containers it runs. It knows nothing about
-// containers; an Executor supplied by the caller runs the session.
+// protocols: what the node agent speaks so that kubectl exec, attach, cp
+// (exec of tar) and port-forward work against the pods it runs. It knows
+// nothing about containers; an Executor (or, for port-forward, a PortDialer)
+// supplied by the caller does the work.
 //
 // # Design
 //
@@ -29,6 +30,23 @@
 // client to hang up, and closes the connection, so no output is lost to a
 // reset. A client that goes away, or an idle timeout, cancels the Executor's
 // context.
+//
+// # Port forwarding
+//
+// ServePortForward serves kubectl port-forward with a caller-supplied
+// PortDialer. It is SPDY/3.1 with X-Stream-Protocol-Version
+// portforward.k8s.io, either on the upgraded HTTP connection (kubectl 1.27
+// to 1.30, and the fallback of later ones) or tunnelled through a WebSocket
+// with subprotocol SPDY/3.1+portforward.k8s.io, whose binary messages carry
+// the SPDY bytes (kubectl 1.31 and later). For each local connection the
+// client opens two streams with the same requestID header, streamType error
+// and data, and a port header (1 to 65535; a stream with a bad one is
+// refused, as by the kubelet). Once both are there and replied to (data sent
+// before the reply is lost), the server dials the port and copies the data
+// stream both ways, passing half-closes on; a dial error is written as text
+// on the error stream ("error forwarding port P to pod ..."), after which
+// kubectl ends the whole session. A pair still incomplete
+// after the stream creation timeout gets a message on its error stream.
 //
 // Authentication and authorization are the caller's job; this package
 // accepts any Origin.
