@@ -11,7 +11,9 @@ import (
 	"github.com/moorage/moorage/internal/controller/gc"
 	"github.com/moorage/moorage/internal/controller/namespace"
 	"github.com/moorage/moorage/internal/controller/nodelifecycle"
+	"github.com/moorage/moorage/internal/controller/podgc"
 	"github.com/moorage/moorage/internal/controller/protection"
+	"github.com/moorage/moorage/internal/controller/tainteviction"
 	"github.com/moorage/moorage/internal/registry"
 	"github.com/moorage/moorage/internal/scheduler"
 )
@@ -40,6 +42,16 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 		return err
 	}
 	wg.Go(func() { nodes.Run(ctx) })
+	evictor, err := tainteviction.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { evictor.Run(ctx) })
+	podGC, err := podgc.New(cfg, log, podgc.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { podGC.Run(ctx) })
 	sched, err := scheduler.New(cfg, log, scheduler.Options{})
 	if err != nil {
 		return err

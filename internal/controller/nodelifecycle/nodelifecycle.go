@@ -6,16 +6,21 @@
 // more there; a node that reports Ready=False gets the not-ready taint. Both
 // go away when the node is Ready again.
 //
-// Left out for now: evicting pods from unreachable nodes (NoExecute taint
-// manager) and marking their pods not Ready.
+// The pods of a node whose Ready condition is Unknown or False are marked
+// not Ready, as upstream's MarkPodsNotReady: their Ready condition becomes
+// False (reason and message kept, ContainersReady untouched) and each gets
+// a Warning NodeNotReady event. Evicting them is the NoExecute taints' work
+// (controller/tainteviction); pods of deleted nodes go by controller/podgc.
 package nodelifecycle
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -38,6 +43,9 @@ const (
 	TaintNotReady    = "node.kubernetes.io/not-ready"
 )
 
+// nodeIndex indexes pods by spec.nodeName.
+const nodeIndex = "spec.nodeName"
+
 // Options tune the controller; zero values are upstream's defaults.
 type Options struct {
 	// GracePeriod is how long a node may go without a heartbeat before it
@@ -56,6 +64,7 @@ type Controller struct {
 	leaseFactory informers.SharedInformerFactory
 	nodes        corelisters.NodeLister
 	leases       coordinationlisters.LeaseLister
+	pods         cache.Indexer // by nodeIndex
 	synced       []cache.InformerSynced
 	events       record.EventBroadcaster
 	recorder     record.EventRecorder
@@ -77,11 +86,16 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	}
 	factory := informers.NewSharedInformerFactory(client, 0)
 	leases := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(corev1.NamespaceNodeLease))
+	pods := factory.Core().V1().Pods().Informer()
+	if err := pods.AddIndexers(cache.Indexers{nodeIndex: byNode}); err != nil {
+		return nil, err
+	}
 	c := &Controller{
 		log: log.With("controller", Component), client: client, factory: factory, opts: opts, now: time.Now,
 		nodes:  factory.Core().V1().Nodes().Lister(),
 		leases: leases.Coordination().V1().Leases().Lister(),
-		synced: []cache.InformerSynced{factory.Core().V1().Nodes().Informer().HasSynced, leases.Coordination().V1().Leases().Informer().HasSynced},
+		pods:   pods.GetIndexer(),
+		synced: []cache.InformerSynced{factory.Core().V1().Nodes().Informer().HasSynced, leases.Coordination().V1().Leases().Informer().HasSynced, pods.HasSynced},
 	}
 	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
@@ -157,25 +171,83 @@ func (c *Controller) check(ctx context.Context, node *corev1.Node) error {
 				return err
 			}
 			c.recorder.Eventf(&corev1.ObjectReference{Kind: "Node", Name: node.Name, UID: node.UID}, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady", node.Name)
-			return nil // taints follow on the next pass, from the new status
+			// Taints follow on the next pass, from the new status.
+			return c.markPodsNotReady(ctx, node.Name)
 		}
 	}
 	ready := condition(node, corev1.NodeReady)
+	var podErr error
+	if ready != nil && ready.Status != corev1.ConditionTrue {
+		podErr = c.markPodsNotReady(ctx, node.Name)
+	}
 	want := map[string]bool{}
 	switch {
-	case ready == nil || ready.Status == corev1.ConditionUnknown:
+	case ready == nil:
+		// A node that never posted status is given the grace period
+		// (from its creation) before it counts as unreachable, as
+		// upstream gives nodes a startup grace period.
+	case ready.Status == corev1.ConditionUnknown:
 		want[TaintUnreachable] = true
 	case ready.Status == corev1.ConditionFalse:
 		want[TaintNotReady] = true
 	}
 	taints, changed := reconcileTaints(node.Spec.Taints, want, now)
 	if !changed {
-		return nil
+		return podErr
 	}
 	next = node.DeepCopy()
 	next.Spec.Taints = taints
 	_, err := c.client.CoreV1().Nodes().Update(ctx, next, metav1.UpdateOptions{})
-	return err
+	return errors.Join(podErr, err)
+}
+
+// markPodsNotReady sets the Ready condition of the node's pods to False, as
+// upstream's MarkPodsNotReady: only the status (and transition time)
+// changes, and each pod changed gets a Warning NodeNotReady event. Pods
+// already not Ready are left alone, so this runs on every pass.
+func (c *Controller) markPodsNotReady(ctx context.Context, nodeName string) error {
+	objs, err := c.pods.ByIndex(nodeIndex, nodeName)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, obj := range objs {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		i := podReady(pod)
+		if i < 0 || pod.Status.Conditions[i].Status == corev1.ConditionFalse {
+			continue
+		}
+		next := pod.DeepCopy()
+		next.Status.Conditions[i].Status = corev1.ConditionFalse
+		next.Status.Conditions[i].LastTransitionTime = metav1.NewTime(c.now())
+		if _, err := c.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{}); err != nil {
+			if !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		c.recorder.Event(next, corev1.EventTypeWarning, "NodeNotReady", "Node is not ready")
+	}
+	return errors.Join(errs...)
+}
+
+func podReady(pod *corev1.Pod) int {
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return i
+		}
+	}
+	return -1
+}
+
+func byNode(obj any) ([]string, error) {
+	if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" {
+		return []string{pod.Spec.NodeName}, nil
+	}
+	return nil, nil
 }
 
 // reconcileTaints keeps taints other than ours, and ours exactly as wanted
