@@ -17,31 +17,7 @@ func TestStandaloneAgent(t *testing.T) {
 	t.Parallel()
 	v := defaultVersion
 	m := startMoorage(t)
-	dir := t.TempDir()
-	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
-		t.Fatalf("moorage image host: %v\n%s", err, out)
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command(moorageBin, "agent", "--kubeconfig", m.Kubeconfig, "--data-dir", dir, "--node-name", "second", "--listen", "127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
-			t.Errorf("moorage killall: %v\n%s", err, b)
-		}
-	})
+	out := m.startSecondNode(t, "second")
 	if !eventually(podTimeout, func() bool {
 		return regexp.MustCompile(`(?m)^second\s+Ready\s`).MatchString(m.kubectl(t, v, "get", "nodes").Stdout)
 	}) {
@@ -66,4 +42,37 @@ spec:
 	expectOK(t, m.kubectl(t, v, "exec", "elsewhere", "--", "hostname"), "elsewhere")  // WebSocket
 	expectOK(t, m.kubectl(t, 27, "exec", "elsewhere", "--", "hostname"), "elsewhere") // SPDY
 	m.mustKubectl(t, v, "delete", "pod", "elsewhere", "--grace-period=1")
+}
+
+// startSecondNode runs `moorage agent` for another node of m's server in its
+// own process and data directory (with busybox as a host image), stopped and
+// cleaned up (killall) at the test's end. It returns the agent's output.
+func (m *moorage) startSecondNode(t *testing.T, name string) *syncBuffer {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
+		t.Fatalf("moorage image host: %v\n%s", err, out)
+	}
+	out := &syncBuffer{}
+	cmd := exec.Command(moorageBin, "agent", "--kubeconfig", m.Kubeconfig, "--data-dir", dir, "--node-name", name, "--listen", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
+			t.Errorf("moorage killall: %v\n%s", err, b)
+		}
+	})
+	return out
 }

@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -144,31 +142,7 @@ func TestPortForwardStandaloneAgent(t *testing.T) {
 	t.Parallel()
 	v := defaultVersion
 	m := startMoorage(t)
-	dir := t.TempDir()
-	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
-		t.Fatalf("moorage image host: %v\n%s", err, out)
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command(moorageBin, "agent", "--kubeconfig", m.Kubeconfig, "--data-dir", dir, "--node-name", "second", "--listen", "127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
-			t.Errorf("moorage killall: %v\n%s", err, b)
-		}
-	})
+	m.startSecondNode(t, "second")
 	port := freePort(t)
 	m.mustKubectl(t, v, "create", "-f", m.writeFile(t, "far.yaml", webPod("far", port, "  nodeSelector: {kubernetes.io/hostname: second}\n")))
 	waitPodRow(t, m, v, "default", "far", "1/1", "Running")
