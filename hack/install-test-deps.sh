@@ -5,6 +5,23 @@ set -euo pipefail
 
 "$(dirname "$0")/install-runtime-deps.sh"
 
+# csi-sanity, the CSI conformance suite: internal/csi/local's sanity test
+# runs it against `moorage csi-driver`. It goes where `go install` puts
+# programs, $(go env GOBIN) or else $(go env GOPATH)/bin, which is where the
+# test looks for it.
+csi_sanity_version=v5.4.0
+gobin=$(go env GOBIN)
+if [ -z "$gobin" ]; then
+  gopath=$(go env GOPATH)
+  gobin="${gopath%%:*}/bin"
+fi
+if ! go version -m "$gobin/csi-sanity" 2>/dev/null |
+  grep -Eq "[[:space:]]github.com/kubernetes-csi/csi-test/v5[[:space:]]+$csi_sanity_version([[:space:]]|$)"; then
+  echo "install-test-deps: installing csi-sanity $csi_sanity_version into $gobin"
+  GOBIN="$gobin" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$csi_sanity_version"
+fi
+echo "install-test-deps: csi-sanity $csi_sanity_version in $gobin"
+
 # The real kubectl, 1.27 through 1.33: the e2e tests drive each version. They
 # ship with the machine image beside the `kubectl` dispatcher on PATH; no
 # package registry reachable here carries them, so we check and say where.

@@ -41,6 +41,7 @@ func Main(args []string) int {
 		imageCommand(),
 		killallCommand(),
 		agentCommand(),
+		csiDriverCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
