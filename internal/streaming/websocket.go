@@ -67,6 +67,9 @@ type wsConn struct {
 
 	wmu    sync.Mutex
 	closed bool // guarded by wmu: the session is over, refuse writes
+	// holdUntil delays output until the client can take it (set before
+	// the session starts, read-only after).
+	holdUntil time.Time
 
 	lastActive atomic.Int64 // unix nanoseconds of the last data message
 	readDone   chan struct{}
@@ -140,6 +143,7 @@ func openWebSocket(w http.ResponseWriter, r *http.Request, opts Options, idleTim
 	c.wmu.Lock()
 	_ = c.sendLocked(ready, nil) // a failure shows up in readLoop.
 	c.wmu.Unlock()
+	c.holdUntil = time.Now().Add(clientSetupGrace)
 
 	go c.readLoop()
 	if idleTimeout > 0 {
@@ -256,6 +260,9 @@ func (w wsWriter) Write(p []byte) (int, error) {
 }
 
 func (c *wsConn) send(channel byte, p []byte) (int, error) {
+	if d := time.Until(c.holdUntil); d > 0 {
+		time.Sleep(d)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closed {
@@ -266,6 +273,15 @@ func (c *wsConn) send(channel byte, p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// clientSetupGrace is how long output waits after the upgrade. client-go's
+// WebSocket executor (kubectl 1.30 and later) starts reading before it has
+// registered its streams, and drops what arrives for a stream it does not
+// know yet ("Unknown stream id 3, discarding message"): a session that
+// fails at once, such as exec of a missing command, could lose its status
+// and exit 0. The kubelet, behind the API server's proxy, is rarely that
+// fast; moorage is.
+const clientSetupGrace = 20 * time.Millisecond
 
 // sendLocked writes one message on channel; wmu is held.
 func (c *wsConn) sendLocked(channel byte, p []byte) error {
