@@ -53,6 +53,8 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 			return m.mapLocalBlock(volName, pv, readOnly)
 		}
 		return m.mountLocal(pod, volName, pv, readOnly)
+	case src.CSI != nil:
+		return m.setUpCSI(ctx, pod, volName, pv, readOnly, block)
 	default:
 		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("PersistentVolume %q is a %s volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)", pv.Name, sourceKind(src))}
 	}

@@ -1,7 +1,8 @@
 // Package volume prepares a pod's volumes on its node, as kubelet's volume
 // plugins do for the in-pod types: emptyDir, hostPath, configMap, secret,
 // downwardAPI, projected, and claims (persistentVolumeClaim, ephemeral)
-// bound to hostPath or local PersistentVolumes, in both volume modes.
+// bound to hostPath, local or CSI PersistentVolumes, in both volume modes
+// (CSI volumes through the drivers registered on the node: csi.go).
 //
 // Design: each volume lives where kubelet keeps it,
 // <root>/pods/<pod uid>/volumes/<plugin dir>/<volume name> (subPath binds
@@ -27,7 +28,10 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/moorage/moorage/internal/csi"
 )
 
 // Getter is what the plugins read from the API. The agent backs it with
@@ -69,6 +73,22 @@ type Options struct {
 	TokenSource TokenSource
 	// Now is the clock for token refreshes; time.Now when nil.
 	Now func() time.Time
+	// CSIDrivers gives the node side of a CSI driver registered on this
+	// node, by driver name: the NodeVolumes through which its volumes are
+	// staged and published (one per driver, as csi.OpenNodeVolumes
+	// documents). nil, or false, means the driver is not registered:
+	// SetUp of a volume of that driver fails with the kubelet's "driver
+	// name ... not found in the list of registered CSI drivers" (and
+	// succeeds on a later SetUp once it is), and TearDown of a pod with a
+	// volume of that driver still published keeps the pod's directory and
+	// fails until it is.
+	CSIDrivers func(driver string) (*csi.NodeVolumes, bool)
+	// CSIDriver reads the CSIDriver object (storage.k8s.io/v1) of a
+	// driver, for its spec.fsGroupPolicy. nil, or a nil object, or an
+	// error for which apierrors.IsNotFound is true, means there is none:
+	// the kubelet's default then applies (ReadWriteOnceWithFSType). Other
+	// errors fail the volume's SetUp (retried on the next one).
+	CSIDriver func(ctx context.Context, name string) (*storagev1.CSIDriver, error)
 }
 
 // Mounted is where one volume of a pod lives on the host, for the agent to
@@ -113,6 +133,13 @@ func EventReason(err error) string {
 	if errors.As(err, &unsupported) {
 		return "UnsupportedMountOption"
 	}
+	// Block volumes' operations (MapVolume.SetUpDevice,
+	// MapVolume.MapPodDevice) are reported as FailedMapVolume, as
+	// upstream's operation generator does.
+	var e *Error
+	if errors.As(err, &e) && strings.HasPrefix(e.Op, "MapVolume.") {
+		return "FailedMapVolume"
+	}
 	return "FailedMount"
 }
 
@@ -136,6 +163,7 @@ const (
 	pluginDownwardAPI = "kubernetes.io~downward-api"
 	pluginProjected   = "kubernetes.io~projected"
 	pluginLocal       = "kubernetes.io~local-volume"
+	pluginCSI         = "kubernetes.io~csi"
 )
 
 // Manager sets up and tears down the volumes of the pods on one node. Its
@@ -149,6 +177,10 @@ type Manager struct {
 	// devices serializes the global mounts of local block devices, which
 	// pods share.
 	devices sync.Mutex
+	// csiVolumes serializes, per CSI volume (driver and handle), a pod's
+	// stage+publish against another pod's unpublish+unstage, so that a
+	// volume is never unstaged between one pod's Stage and Publish.
+	csiVolumes keyedLocks[string]
 }
 
 // NewManager returns a Manager keeping pod volumes under root (kubelet's
@@ -251,11 +283,16 @@ func (m *Manager) Update(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // TearDown unmounts everything the Manager mounted for the pod (tmpfs,
-// local volume binds, subPath binds) and removes the pod's volume
+// local volume binds, subPath binds), unpublishes its CSI volumes (and
+// unstages those no pod uses any more), and removes the pod's volume
 // directories. It never removes data behind a mount: every mount under
 // the pod's directory is unmounted first, and the removal refuses to
 // cross into another file system, so hostPath, local and other
-// PersistentVolume data is never touched. Idempotent.
+// PersistentVolume data is never touched. A CSI volume that cannot be
+// unpublished or unstaged (its driver is not registered, or fails) makes
+// TearDown fail before the pod's directories and records are removed; the
+// next call resumes (a missing driver fails it before anything is
+// unmounted). Idempotent.
 func (m *Manager) TearDown(ctx context.Context, podUID types.UID) error {
 	if err := checkPodUID(podUID); err != nil {
 		return err
@@ -266,16 +303,26 @@ func (m *Manager) TearDown(ctx context.Context, podUID types.UID) error {
 	if _, err := os.Lstat(podDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	// CSI volumes are unpublished by their drivers before the generic
+	// unmount, and unstaged after it (which also unmounts subPath binds
+	// into them). On an error the pod's records stay for the next call.
+	csiTargets, err := m.unpublishCSI(ctx, podUID)
+	if err != nil {
+		return err
+	}
 	if err := UnmountUnder(podDir); err != nil {
 		return err
 	}
 	m.devices.Lock()
-	err := m.releaseDeviceMounts()
+	err = m.releaseDeviceMounts()
 	m.devices.Unlock()
 	if err != nil {
 		return err
 	}
-	for _, sub := range []string{"volume-subpaths", "volumes", "plugins"} {
+	if err := m.unstageCSI(ctx, csiTargets); err != nil {
+		return err
+	}
+	for _, sub := range []string{"volume-subpaths", "volumes", "volumeDevices", "plugins"} {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -344,34 +391,38 @@ func makeVolumeDir(dir string) error {
 }
 
 // podLocks serializes the calls for one pod.
-type podLocks struct {
+type podLocks = keyedLocks[types.UID]
+
+// keyedLocks is a mutex per key, kept only while someone holds or waits
+// for it.
+type keyedLocks[K comparable] struct {
 	mu sync.Mutex
-	m  map[types.UID]*podLock
+	m  map[K]*keyedLock
 }
 
-type podLock struct {
+type keyedLock struct {
 	sync.Mutex
 	users int
 }
 
-func (l *podLocks) lock(uid types.UID) (unlock func()) {
+func (l *keyedLocks[K]) lock(key K) (unlock func()) {
 	l.mu.Lock()
 	if l.m == nil {
-		l.m = map[types.UID]*podLock{}
+		l.m = map[K]*keyedLock{}
 	}
-	pl := l.m[uid]
-	if pl == nil {
-		pl = &podLock{}
-		l.m[uid] = pl
+	kl := l.m[key]
+	if kl == nil {
+		kl = &keyedLock{}
+		l.m[key] = kl
 	}
-	pl.users++
+	kl.users++
 	l.mu.Unlock()
-	pl.Lock()
+	kl.Lock()
 	return func() {
-		pl.Unlock()
+		kl.Unlock()
 		l.mu.Lock()
-		if pl.users--; pl.users == 0 {
-			delete(l.m, uid)
+		if kl.users--; kl.users == 0 {
+			delete(l.m, key)
 		}
 		l.mu.Unlock()
 	}

@@ -43,9 +43,10 @@ func Serve(ctx context.Context, endpoint string, opts Options) error {
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterControllerServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
+	// Logged before serving: once calls run, d.volumes is d.mu's.
+	d.log.Info("CSI driver serving", "driver", DriverName, "endpoint", endpoint, "node", d.nodeID, "dataDir", d.dataDir, "volumes", len(d.volumes))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	d.log.Info("CSI driver serving", "driver", DriverName, "endpoint", endpoint, "node", d.nodeID, "dataDir", d.dataDir, "volumes", len(d.volumes))
 	select {
 	case err := <-served:
 		return err
