@@ -2,7 +2,9 @@
 // its Node and keeps it alive through a Lease, runs the pods the scheduler
 // bound to it as real containers, prepares and mounts their volumes, probes
 // them, reports their status with upstream's phases, conditions and
-// container states, and serves their logs and exec sessions.
+// container states, and serves their logs and exec sessions. It also runs
+// the node's CSI drivers (the built-in local.csi.moorage.io) and registers
+// them as the kubelet does (csi.go).
 //
 // Design: like the kubelet, the agent is level-triggered. Pods come from an
 // informer on pods with spec.nodeName = this node; each pod has a worker
@@ -19,11 +21,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -58,12 +60,25 @@ type Options struct {
 	ShimCommand []string
 	// Runc is the runc binary; "" looks it up in PATH.
 	Runc string
+	// NoBuiltinCSIDriver leaves out the built-in CSI driver
+	// local.csi.moorage.io (and its provisioner) on this node.
+	NoBuiltinCSIDriver bool
+	// DriverVersion is the version the built-in CSI driver reports
+	// (moorage's own).
+	DriverVersion string
+	// Provisioner runs the provisioner of a CSI driver the agent started
+	// until ctx ends (internal/cli passes internal/controller/provisioner
+	// in NodeLocal mode; see csi.go for why it is not imported here). Nil
+	// runs none: the driver's claims are then not provisioned here.
+	Provisioner func(ctx context.Context, d CSIDriver) error
 }
 
 // Agent is one node's agent.
 type Agent struct {
 	opts    Options
 	log     *slog.Logger
+	baseLog *slog.Logger // log without the agent's attributes, for the drivers it runs
+	cfg     *rest.Config // for the controllers the agent runs (provisioners)
 	client  kubernetes.Interface
 	manager string // field manager of the agent's writes
 	ip      string
@@ -71,9 +86,12 @@ type Agent struct {
 	nodeUID    types.UID
 	lastReport time.Time
 
-	runtime  *container.Runtime
-	images   *image.Store
+	runtime *container.Runtime
+	images  *image.Store
+	// volumes is built by Run once the CSI drivers are registered (their
+	// topology labels are part of the node's), before any pod worker starts.
 	volumes  *volume.Manager
+	drivers  csiDrivers
 	events   record.EventBroadcaster
 	recorder record.EventRecorder
 
@@ -106,7 +124,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		opts: opts, log: log.With("node", opts.NodeName), client: client,
+		opts: opts, log: log.With("node", opts.NodeName), baseLog: log, cfg: cfg, client: client,
 		manager: "kubelet", ip: nodeIP(opts.NodeIP), workers: map[types.UID]*podWorker{},
 	}
 	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
@@ -127,12 +145,20 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Agent, error) {
 	if a.images, err = image.Open(filepath.Join(opts.DataDir, "images")); err != nil {
 		return nil, err
 	}
-	_, allocatable := a.nodeResources()
-	a.volumes = volume.NewManager(opts.DataDir, apiGetter{client}, volume.Options{
-		NodeName: opts.NodeName, NodeLabels: map[string]string{labelHostname: opts.NodeName, labelOS: goruntime.GOOS, labelArch: goruntime.GOARCH},
-		NodeAllocatable: allocatable,
-	})
 	return a, nil
+}
+
+// newVolumeManager builds the volume manager for the node as it is now:
+// its labels (with the registered CSI drivers' topology) and allocatable
+// resources, and the registered drivers.
+func (a *Agent) newVolumeManager() *volume.Manager {
+	_, allocatable := a.nodeResources()
+	return volume.NewManager(a.opts.DataDir, apiGetter{a.client}, volume.Options{
+		NodeName: a.opts.NodeName, NodeLabels: a.nodeLabels(),
+		NodeAllocatable: allocatable,
+		CSIDrivers:      a.drivers.lookup,
+		CSIDriver:       apiGetter{a.client}.CSIDriver,
+	})
 }
 
 // Images is the node's image store.
@@ -155,6 +181,10 @@ func (g apiGetter) PersistentVolumeClaim(ctx context.Context, ns, name string) (
 
 func (g apiGetter) PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
 	return g.client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+}
+
+func (g apiGetter) CSIDriver(ctx context.Context, name string) (*storagev1.CSIDriver, error) {
+	return g.client.StorageV1().CSIDrivers().Get(ctx, name, metav1.GetOptions{})
 }
 
 // NodeName is the name of the Node this agent runs.
@@ -190,6 +220,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer a.events.Shutdown()
+	// Deferred before the pod workers start, so it runs after they stop.
+	defer a.startCSI(ctx)()
 	if a.runtime != nil {
 		factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.opts.NodeName).String()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,5 +69,22 @@ func TestPodHostname(t *testing.T) {
 	pod.Spec.Hostname = "custom"
 	if h := podHostname(pod); h != "custom" {
 		t.Errorf("hostname %q", h)
+	}
+}
+
+// A driver's socket lives under the data directory unless that path is too
+// long for a unix socket address; then a short one, the same every time.
+func TestSocketPath(t *testing.T) {
+	a := &Agent{opts: Options{DataDir: "/var/lib/moorage/agent"}}
+	if got := a.socketPath("local.csi.moorage.io"); got != "/var/lib/moorage/agent/plugins/local.csi.moorage.io/csi.sock" {
+		t.Errorf("socketPath = %q", got)
+	}
+	long := &Agent{opts: Options{DataDir: "/" + strings.Repeat("d", 100)}}
+	got := long.socketPath("local.csi.moorage.io")
+	if len(got) > maxSocketPath || got != long.socketPath("local.csi.moorage.io") || !strings.HasSuffix(got, "/csi.sock") {
+		t.Errorf("socketPath for a long data dir = %q", got)
+	}
+	if other := (&Agent{opts: Options{DataDir: "/" + strings.Repeat("e", 100)}}).socketPath("local.csi.moorage.io"); other == got {
+		t.Errorf("two data dirs share the socket %q", got)
 	}
 }

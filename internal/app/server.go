@@ -55,6 +55,12 @@ type ServerOptions struct {
 	// ShimCommand starts the container shim (the moorage binary's hidden
 	// container-shim command); needed with Agent.
 	ShimCommand []string
+	// NoBuiltinCSIDriver leaves the built-in CSI driver
+	// local.csi.moorage.io (and its provisioner) out of the agent.
+	NoBuiltinCSIDriver bool
+	// Provisioner runs the provisioner of each CSI driver the agent
+	// starts (agent.Options.Provisioner).
+	Provisioner func(ctx context.Context, d agent.CSIDriver) error
 }
 
 // Server is a running moorage server.
@@ -209,7 +215,9 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		node, err := agent.New(inProcess, log, agent.Options{
 			NodeName: opts.NodeName, DataDir: filepath.Join(dir, "agent"),
 			Version: KubernetesVersion.GitVersion, RuntimeVersion: "runc://1",
-			ShimCommand: opts.ShimCommand,
+			ShimCommand:        opts.ShimCommand,
+			NoBuiltinCSIDriver: opts.NoBuiltinCSIDriver, DriverVersion: Version,
+			Provisioner: opts.Provisioner,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node agent: %w", err)

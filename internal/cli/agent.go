@@ -14,6 +14,7 @@ import (
 
 	"github.com/moorage/moorage/internal/agent"
 	"github.com/moorage/moorage/internal/app"
+	"github.com/moorage/moorage/internal/csi/local"
 	"github.com/moorage/moorage/internal/fsutil"
 )
 
@@ -47,6 +48,7 @@ func killallCommand() *cobra.Command {
 // elsewhere (or a second node on this machine).
 func agentCommand() *cobra.Command {
 	var kubeconfig, dataDir, nodeName, listen, nodeIP, logLevel string
+	builtinCSI := true
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a node agent: register this machine as a Node of the server in --kubeconfig and run its pods",
@@ -86,6 +88,7 @@ func agentCommand() *cobra.Command {
 			a, err := agent.New(cfg, log, agent.Options{
 				NodeName: nodeName, DataDir: filepath.Join(dataDir, "agent"), NodeIP: nodeIP, Port: addr.Port,
 				Version: app.KubernetesVersion.GitVersion, RuntimeVersion: "runc://1", ShimCommand: []string{self, shimCommand},
+				NoBuiltinCSIDriver: !builtinCSI, DriverVersion: app.Version, Provisioner: runNodeProvisioner,
 			})
 			if err != nil {
 				return err
@@ -107,5 +110,6 @@ func agentCommand() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10250", "address (host:port) of the agent's API for logs and exec")
 	cmd.Flags().StringVar(&nodeIP, "node-ip", "", "the InternalIP to report (default: the --listen host)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().BoolVar(&builtinCSI, "builtin-csi-driver", true, "run the built-in CSI driver "+local.DriverName+" and its provisioner on this node")
 	return cmd
 }

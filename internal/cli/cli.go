@@ -17,6 +17,7 @@ import (
 
 	"github.com/moorage/moorage/internal/app"
 	"github.com/moorage/moorage/internal/container"
+	"github.com/moorage/moorage/internal/csi/local"
 )
 
 // Main runs the command line with args (without the program name) and
@@ -67,6 +68,7 @@ const shimCommand = "container-shim"
 func upCommand(name, short string, withAgent bool) *cobra.Command {
 	opts := app.ServerOptions{Agent: withAgent}
 	var logLevel string
+	builtinCSI := true
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
@@ -77,6 +79,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			opts.NoBuiltinCSIDriver, opts.Provisioner = !builtinCSI, runNodeProvisioner
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
@@ -92,6 +95,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if withAgent {
 		cmd.Flags().StringVar(&opts.NodeName, "node-name", "", "name of this machine's Node (default: the host name)")
+		cmd.Flags().BoolVar(&builtinCSI, "builtin-csi-driver", true, "run the built-in CSI driver "+local.DriverName+" and its provisioner on this node")
 	}
 	return cmd
 }

@@ -24,11 +24,12 @@ func offline(t *testing.T, objs ...any) *Scheduler {
 	idx := func() cache.Indexer {
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
-	pods, nodes, pvs, pvcs, scs, nss := idx(), idx(), idx(), idx(), idx(), idx()
+	pods, nodes, pvs, pvcs, scs, nss, cns, drivers := idx(), idx(), idx(), idx(), idx(), idx(), idx(), idx()
 	s := &Scheduler{
 		pods: corelisters.NewPodLister(pods), nodes: corelisters.NewNodeLister(nodes),
 		volumes: corelisters.NewPersistentVolumeLister(pvs), claims: corelisters.NewPersistentVolumeClaimLister(pvcs),
 		classes: storagelisters.NewStorageClassLister(scs), namespaces: corelisters.NewNamespaceLister(nss),
+		csiNodes: storagelisters.NewCSINodeLister(cns), csiDrivers: storagelisters.NewCSIDriverLister(drivers),
 		index: pvmatch.NewIndex(), inflight: map[string]*inflight{}, parked: map[string]time.Time{}, backoff: map[string]*backoff{},
 		opts: Options{BindTimeout: time.Minute},
 	}
@@ -46,6 +47,10 @@ func offline(t *testing.T, objs ...any) *Scheduler {
 			err = pvcs.Add(o)
 		case *storagev1.StorageClass:
 			err = scs.Add(o)
+		case *storagev1.CSINode:
+			err = cns.Add(o)
+		case *storagev1.CSIDriver:
+			err = drivers.Add(o)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -230,6 +230,19 @@ func (b scB) topology(key string, values ...string) scB {
 	return b
 }
 
+// csiNode is a node's CSINode listing the drivers registered there.
+func csiNode(node string, drivers ...string) *storagev1.CSINode {
+	cn := &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: node}}
+	for _, d := range drivers {
+		cn.Spec.Drivers = append(cn.Spec.Drivers, storagev1.CSINodeDriver{Name: d, NodeID: node})
+	}
+	return cn
+}
+
+func csiDriver(name string) *storagev1.CSIDriver {
+	return &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
 // snap gathers objects (builders or API objects) into a Snapshot.
 func snap(objs ...any) *scheduler.Snapshot {
 	s := &scheduler.Snapshot{}
@@ -247,6 +260,10 @@ func snap(objs ...any) *scheduler.Snapshot {
 			s.Classes = append(s.Classes, o.StorageClass)
 		case *corev1.Namespace:
 			s.Namespaces = append(s.Namespaces, o)
+		case *storagev1.CSINode:
+			s.CSINodes = append(s.CSINodes, o)
+		case *storagev1.CSIDriver:
+			s.CSIDrivers = append(s.CSIDrivers, o)
 		default:
 			panic(fmt.Sprintf("snap: unexpected %T", o))
 		}

@@ -27,6 +27,12 @@ type Snapshot struct {
 	// Namespaces give the labels that pod affinity terms' namespaceSelector
 	// match; a namespace missing here has no labels.
 	Namespaces []*corev1.Namespace
+	// CSINodes list the CSI drivers registered on each node, and CSIDrivers
+	// are the cluster's CSIDriver objects: a claim to be provisioned by a
+	// CSI driver the cluster knows of (by either) goes only to nodes whose
+	// CSINode lists that driver.
+	CSINodes   []*storagev1.CSINode
+	CSIDrivers []*storagev1.CSIDriver
 	// Index matches WaitForFirstConsumer claims to volumes (it should hold
 	// Volumes); nil builds one from Volumes for this decision.
 	Index *pvmatch.Index
@@ -160,6 +166,10 @@ type cluster struct {
 	nsLabels map[string]labels.Set
 	index    *pvmatch.Index
 	assumed  map[string]string
+	// csiDrivers maps each CSI driver the cluster knows of (a CSIDriver
+	// object, or an entry in some CSINode) to the nodes whose CSINode
+	// lists it.
+	csiDrivers map[string]sets.Set[string]
 }
 
 func newCluster(s *Snapshot) *cluster {
@@ -191,6 +201,20 @@ func newCluster(s *Snapshot) *cluster {
 	}
 	for _, ns := range s.Namespaces {
 		c.nsLabels[ns.Name] = labels.Set(ns.Labels)
+	}
+	c.csiDrivers = map[string]sets.Set[string]{}
+	for _, d := range s.CSIDrivers {
+		if c.csiDrivers[d.Name] == nil {
+			c.csiDrivers[d.Name] = sets.New[string]()
+		}
+	}
+	for _, cn := range s.CSINodes {
+		for _, d := range cn.Spec.Drivers {
+			if c.csiDrivers[d.Name] == nil {
+				c.csiDrivers[d.Name] = sets.New[string]()
+			}
+			c.csiDrivers[d.Name].Insert(cn.Name)
+		}
 	}
 	if c.index == nil {
 		c.index = pvmatch.NewIndex()

@@ -16,6 +16,9 @@
 // (1 s doubling to 10 s); a pod no node fits waits for a change to nodes,
 // volumes, claims, classes or placed pods.
 //
+// Beyond upstream, a claim to provision by a CSI driver goes only to nodes
+// whose CSINode lists the driver (see driverOn).
+//
 // Left out for now: preemption (nothing is evicted), pod topology spread,
 // volume zone, CSI node limits and storage capacity, scoring beyond
 // least-allocated, nominated nodes, extenders, other profiles.
@@ -94,6 +97,8 @@ type Scheduler struct {
 	claims     corelisters.PersistentVolumeClaimLister
 	classes    storagelisters.StorageClassLister
 	namespaces corelisters.NamespaceLister
+	csiNodes   storagelisters.CSINodeLister
+	csiDrivers storagelisters.CSIDriverLister
 	synced     []cache.InformerSynced
 
 	queue workqueue.TypedDelayingInterface[string]
@@ -153,8 +158,11 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Scheduler, error) {
 	pvcs := factory.Core().V1().PersistentVolumeClaims()
 	scs := factory.Storage().V1().StorageClasses()
 	nss := factory.Core().V1().Namespaces()
+	cns := factory.Storage().V1().CSINodes()
+	drivers := factory.Storage().V1().CSIDrivers()
 	s.pods, s.nodes, s.volumes, s.claims, s.classes, s.namespaces = pods.Lister(), nodes.Lister(), pvs.Lister(), pvcs.Lister(), scs.Lister(), nss.Lister()
-	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nodes.Informer(), pvs.Informer(), pvcs.Informer(), scs.Informer(), nss.Informer()} {
+	s.csiNodes, s.csiDrivers = cns.Lister(), drivers.Lister()
+	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nodes.Informer(), pvs.Informer(), pvcs.Informer(), scs.Informer(), nss.Informer(), cns.Informer(), drivers.Informer()} {
 		s.synced = append(s.synced, inf.HasSynced)
 	}
 	handlers := []struct {
@@ -178,6 +186,19 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Scheduler, error) {
 		{scs.Informer(), cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { s.moveParked() },
 			UpdateFunc: func(any, any) { s.moveParked() },
+		}},
+		// A driver registered on a node (or a new CSIDriver) may be what a
+		// claim to provision waits for, as upstream's VolumeBinding
+		// registers for CSINode and CSIDriver events.
+		{cns.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { s.moveParked() },
+			UpdateFunc: func(any, any) { s.moveParked() },
+			DeleteFunc: func(any) { s.moveParked() },
+		}},
+		{drivers.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { s.moveParked() },
+			UpdateFunc: func(any, any) { s.moveParked() },
+			DeleteFunc: func(any) { s.moveParked() },
 		}},
 		{nss.Informer(), cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { s.moveParked() },

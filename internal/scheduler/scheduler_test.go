@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -96,6 +97,10 @@ func (cl cluster) create(objs ...any) {
 			_, err = cl.c.CoreV1().PersistentVolumes().Create(ctx, p, metav1.CreateOptions{})
 		case scB:
 			_, err = cl.c.StorageV1().StorageClasses().Create(ctx, o.StorageClass, metav1.CreateOptions{})
+		case *storagev1.CSINode:
+			_, err = cl.c.StorageV1().CSINodes().Create(ctx, o, metav1.CreateOptions{})
+		case *storagev1.CSIDriver:
+			_, err = cl.c.StorageV1().CSIDrivers().Create(ctx, o, metav1.CreateOptions{})
 		default:
 			cl.t.Fatalf("create: unexpected %T", o)
 		}
@@ -251,6 +256,32 @@ func TestSchedulerAgainstServer(t *testing.T) {
 		cl.eventually(func() string {
 			if e := cl.event("slow-web", "FailedScheduling"); e == nil || e.Message != want {
 				return fmt.Sprintf("event: %+v", e)
+			}
+			return ""
+		})
+	})
+
+	t.Run("a claim to provision by a CSI driver waits for a node to register the driver", func(t *testing.T) {
+		cl := cluster{t, cl.c}
+		const driver = "wait.csi.example.com"
+		cl.create(csiDriver(driver), newClass("waiting").wffc().provisioner(driver), newClaim("later", "1Gi").class("waiting"), newPod("later-web").claim("later"))
+		want := "0/2 nodes are available: 2 node(s) didn't find available persistent volumes to bind." + notHelpful2
+		cl.eventually(func() string {
+			if e := cl.event("later-web", "FailedScheduling"); e == nil || e.Message != want {
+				return fmt.Sprintf("event: %+v", e)
+			}
+			return ""
+		})
+		// The driver registers on node-b: the parked pod is tried again
+		// at once, and its claim is selected for node-b.
+		cl.create(csiNode("node-b", driver))
+		cl.eventually(func() string {
+			claim, err := cl.c.CoreV1().PersistentVolumeClaims("default").Get(context.Background(), "later", metav1.GetOptions{})
+			if err != nil {
+				return err.Error()
+			}
+			if n := claim.Annotations[scheduler.AnnSelectedNode]; n != "node-b" {
+				return fmt.Sprintf("selected node %q", n)
 			}
 			return ""
 		})

@@ -282,6 +282,8 @@ func (s *Scheduler) snapshot() *Snapshot {
 	snap.Volumes, _ = s.volumes.List(everything)
 	snap.Classes, _ = s.classes.List(everything)
 	snap.Namespaces, _ = s.namespaces.List(everything)
+	snap.CSINodes, _ = s.csiNodes.List(everything)
+	snap.CSIDrivers, _ = s.csiDrivers.List(everything)
 	claims, _ := s.claims.List(everything)
 	pods, _ := s.pods.List(everything)
 	placed := sets.New[string]()

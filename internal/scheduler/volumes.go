@@ -246,7 +246,7 @@ type volumePlan struct {
 // claim needs an Available volume reachable from it (pvmatch, the
 // scheduler's way; a volume is used once per pod and never when assumed for
 // another claim) or a class that provisions and whose allowedTopologies
-// admit it.
+// admit it (and, for a CSI driver, whose CSINode lists it: see driverOn).
 //
 // Unlike upstream, a claim that already carries the selected-node
 // annotation is matched like the others on that node: in moorage the
@@ -327,9 +327,30 @@ func (vs *volumeState) planDelayed(pod *corev1.Pod, node *corev1.Node, c *cluste
 		if !matchTopology(sc.AllowedTopologies, node.Labels) {
 			return plan, false, nil
 		}
+		if !c.driverOn(sc.Provisioner, node.Name) {
+			return plan, false, nil
+		}
 		plan.provisions = append(plan.provisions, claim.Name)
 	}
 	return plan, true, nil
+}
+
+// driverOn says whether provisioner can create a volume usable on node: a
+// provisioner that is a CSI driver the cluster knows of (a CSIDriver object
+// names it, or some node's CSINode lists it) only where the node's CSINode
+// lists it, since its node plugin must mount the volume there and, for a
+// node-local driver, create it there; any other provisioner (an external
+// one that is not CSI, or a CSI driver not yet registered anywhere)
+// everywhere, as upstream.
+//
+// Upstream's checkVolumeProvisions does not look at CSINode: it would send
+// the pod to a node without the driver, where provisioning fails (or, for a
+// node-local driver, never starts) and the pod waits for the bind timeout.
+// The verdict on such a node is upstream's for a class that cannot
+// provision there, ErrReasonBindConflict.
+func (c *cluster) driverOn(provisioner, node string) bool {
+	nodes, known := c.csiDrivers[provisioner]
+	return !known || nodes.Has(node)
 }
 
 // matchTopology is upstream's MatchTopologySelectorTerms: no terms match

@@ -49,6 +49,14 @@ spec:
 // cleaned up (killall) at the test's end. It returns the agent's output.
 func (m *moorage) startSecondNode(t *testing.T, name string) *syncBuffer {
 	t.Helper()
+	out, _ := m.startSecondNodeIn(t, name)
+	return out
+}
+
+// startSecondNodeIn is startSecondNode that also returns the agent's data
+// directory.
+func (m *moorage) startSecondNodeIn(t *testing.T, name string) (*syncBuffer, string) {
+	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
 		t.Fatalf("moorage image host: %v\n%s", err, out)
@@ -74,5 +82,5 @@ func (m *moorage) startSecondNode(t *testing.T, name string) *syncBuffer {
 			t.Errorf("moorage killall: %v\n%s", err, b)
 		}
 	})
-	return out
+	return out, dir
 }

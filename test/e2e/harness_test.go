@@ -153,8 +153,14 @@ func startMoorage(t *testing.T) *moorage {
 // startMoorageIn is startMoorage on a given data dir (to test restarts).
 func startMoorageIn(t *testing.T, dataDir string) *moorage {
 	t.Helper()
+	return startMoorageWith(t, dataDir)
+}
+
+// startMoorageWith is startMoorageIn with more flags for `moorage up`.
+func startMoorageWith(t *testing.T, dataDir string, flags ...string) *moorage {
+	t.Helper()
 	requireE2E(t)
-	m, err := launch(dataDir)
+	m, err := launch(dataDir, flags...)
 	if err != nil {
 		t.Fatalf("moorage up --data-dir %s: %v", dataDir, err)
 	}
@@ -174,14 +180,14 @@ func startMoorageIn(t *testing.T, dataDir string) *moorage {
 	return m
 }
 
-// launch runs `moorage up` and waits for its ready line.
-func launch(dataDir string) (*moorage, error) {
+// launch runs `moorage up` (with flags) and waits for its ready line.
+func launch(dataDir string, flags ...string) (*moorage, error) {
 	tmp, err := os.MkdirTemp("", "moorage-e2e-kubectl-")
 	if err != nil {
 		return nil, err
 	}
 	m := &moorage{DataDir: dataDir, out: &syncBuffer{}, done: make(chan struct{}), tmp: tmp, cacheDirs: map[int]string{}}
-	m.cmd = exec.Command(moorageBin, "up", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	m.cmd = exec.Command(moorageBin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
 	// If the test binary dies (a go test timeout, ^C), take moorage with it.
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
