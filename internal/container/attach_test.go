@@ -159,6 +159,18 @@ func TestAttachStdinStaysOpenAcrossSessionsAndRestart(t *testing.T) {
 	inR2, inW2 := io.Pipe()
 	out2 := newLockedBuffer()
 	done2 := e.attach(ctx, rt2, spec.ID, AttachSpec{Stdin: inR2, Stdout: out2})
+	// The watcher connects on its own goroutine: ping until it sees output,
+	// so that "two" cannot come out before it is attached.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(watcher.String(), "got:ping") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watching session never saw output: %q", watcher.String())
+		}
+		if _, err := inW2.Write([]byte("ping\n")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, err := inW2.Write([]byte("two\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +190,7 @@ func TestAttachStdinStaysOpenAcrossSessionsAndRestart(t *testing.T) {
 	if err := waitSession(t, watching); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled session: %v, want context.Canceled", err)
 	}
-	if out := e.output(spec); out != "got:one\ngot:two\n" {
+	if out := strings.ReplaceAll(e.output(spec), "got:ping\n", ""); out != "got:one\ngot:two\n" {
 		t.Errorf("log %q", out)
 	}
 }
