@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -157,10 +158,13 @@ func TestAgentRegistersBuiltinCSIDriver(t *testing.T) {
 	if err := json.Unmarshal([]byte(node.Annotations["csi.volume.kubernetes.io/nodeid"]), &ids); err != nil || ids[driverName] != "csi-node" {
 		t.Errorf("node ID annotation = %q (%v)", node.Annotations["csi.volume.kubernetes.io/nodeid"], err)
 	}
-	d, err := ca.client.StorageV1().CSIDrivers().Get(ctx, driverName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The CSIDriver object is written after the CSINode entry.
+	var d *storagev1.CSIDriver
+	waitUntil(t, "the CSIDriver object", func() (bool, string) {
+		var err error
+		d, err = ca.client.StorageV1().CSIDrivers().Get(ctx, driverName, metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
 	s := d.Spec
 	if !isFalse(s.AttachRequired) || !isFalse(s.PodInfoOnMount) || !isFalse(s.RequiresRepublish) || !isFalse(s.StorageCapacity) ||
 		s.FSGroupPolicy == nil || *s.FSGroupPolicy != storagev1.FileFSGroupPolicy ||
