@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moorage/moorage/internal/mountinfo"
 )
 
 // A local volume whose path is a block device, used with volumeMode
@@ -150,7 +152,7 @@ func (m *Manager) releaseDeviceMounts() error {
 	if err != nil {
 		return err
 	}
-	mounts, err := readMountInfo()
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return err
 	}
@@ -160,13 +162,13 @@ func (m *Manager) releaseDeviceMounts() error {
 		global := filepath.Join(dir, e.Name())
 		var source string
 		for _, mi := range mounts {
-			if mi.mountPoint == global {
-				source = mi.source
+			if mi.MountPoint == global {
+				source = mi.Source
 			}
 		}
 		used := false
 		for _, mi := range mounts {
-			if source != "" && mi.source == source && strings.HasPrefix(mi.mountPoint, pods) {
+			if source != "" && mi.Source == source && strings.HasPrefix(mi.MountPoint, pods) {
 				used = true
 			}
 		}

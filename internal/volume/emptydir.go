@@ -36,7 +36,7 @@ func (m *Manager) setUpEmptyDir(pod *corev1.Pod, name string, src *corev1.EmptyD
 		if !memory {
 			return Mounted{HostPath: dir}, nil
 		}
-		if mi, ok, err := mountAt(dir); err == nil && ok && mi.fsType == "tmpfs" {
+		if mi, ok, err := mountAt(dir); err == nil && ok && mi.FSType == "tmpfs" {
 			return Mounted{HostPath: dir}, nil
 		}
 	}

@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -9,85 +8,27 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/moorage/moorage/internal/mountinfo"
 )
-
-// mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	mountPoint string
-	fsType     string
-	source     string
-}
-
-// readMountInfo parses /proc/self/mountinfo (proc(5)): the mount point is
-// field 5, the file system type and source follow the " - " separator.
-func readMountInfo() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+2 >= len(fields) {
-			return nil, fmt.Errorf("unexpected line in /proc/self/mountinfo: %q", sc.Text())
-		}
-		out = append(out, mountInfo{
-			mountPoint: unescapeMountField(fields[4]),
-			fsType:     fields[sep+1],
-			source:     unescapeMountField(fields[sep+2]),
-		})
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountField undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in mountinfo fields.
-func unescapeMountField(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // mountAt says whether path is a mount point and, if so, its topmost
 // mount (the last one listed).
-func mountAt(path string) (mountInfo, bool, error) {
-	mounts, err := readMountInfo()
+func mountAt(path string) (mountinfo.Mount, bool, error) {
+	mounts, err := mountinfo.Read()
 	if err != nil {
-		return mountInfo{}, false, err
+		return mountinfo.Mount{}, false, err
 	}
 	path = filepath.Clean(path)
-	var found mountInfo
+	var found mountinfo.Mount
 	ok := false
 	for _, mi := range mounts {
-		if mi.mountPoint == path {
+		if mi.MountPoint == path {
 			found, ok = mi, true
 		}
 	}
@@ -97,15 +38,15 @@ func mountAt(path string) (mountInfo, bool, error) {
 // mountsUnder lists the mount points at or below dir, deepest first, once
 // per stacked mount.
 func mountsUnder(dir string) ([]string, error) {
-	mounts, err := readMountInfo()
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
 	dir = filepath.Clean(dir)
 	var out []string
 	for _, mi := range mounts {
-		if mi.mountPoint == dir || strings.HasPrefix(mi.mountPoint, dir+"/") {
-			out = append(out, mi.mountPoint)
+		if mi.MountPoint == dir || strings.HasPrefix(mi.MountPoint, dir+"/") {
+			out = append(out, mi.MountPoint)
 		}
 	}
 	// Deepest first. Stacked mounts appear once each: unmounting their
@@ -150,8 +91,8 @@ func mountTmpfs(dir string, size *resource.Quantity) error {
 		return err
 	}
 	if mounted {
-		if mi.fsType != "tmpfs" {
-			return fmt.Errorf("%s is already a mount point of a %s file system, not a tmpfs", dir, mi.fsType)
+		if mi.FSType != "tmpfs" {
+			return fmt.Errorf("%s is already a mount point of a %s file system, not a tmpfs", dir, mi.FSType)
 		}
 		return nil
 	}

@@ -58,7 +58,7 @@ func noLeftovers(t *testing.T, dir string, clean bool) {
 	}
 	var left []string
 	for i := len(mounts) - 1; i >= 0; i-- {
-		if p := mounts[i].mountPoint; strings.HasPrefix(p, dir+"/") {
+		if p := mounts[i].MountPoint; strings.HasPrefix(p, dir+"/") {
 			left = append(left, "mount "+p)
 			if clean {
 				unix.Unmount(p, unix.MNT_DETACH)

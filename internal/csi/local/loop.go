@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moorage/moorage/internal/mountinfo"
 )
 
 // Loop devices are allocated with LOOP_CTL_GET_FREE and configured in one
@@ -58,7 +60,7 @@ func findLoops(image string) ([]loopDevice, error) {
 		if err != nil {
 			continue
 		}
-		if l.dev, err = parseDevNumber(strings.TrimSpace(string(majMin))); err != nil {
+		if l.dev, err = mountinfo.ParseDev(strings.TrimSpace(string(majMin))); err != nil {
 			return nil, err
 		}
 		out = append(out, l)
@@ -78,17 +80,6 @@ func writableLoop(image string) (loopDevice, bool, error) {
 		}
 	}
 	return loopDevice{}, false, nil
-}
-
-// parseDevNumber parses "major:minor".
-func parseDevNumber(s string) (uint64, error) {
-	maj, min, ok := strings.Cut(s, ":")
-	a, err1 := strconv.ParseUint(maj, 10, 32)
-	b, err2 := strconv.ParseUint(min, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad device number %q", s)
-	}
-	return unix.Mkdev(uint32(a), uint32(b)), nil
 }
 
 // attachLoop attaches image to a free loop device.

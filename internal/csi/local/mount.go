@@ -1,7 +1,6 @@
 package local
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,79 +9,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moorage/moorage/internal/mountinfo"
 )
 
-// Mounts are read from /proc/self/mountinfo every time, never remembered.
-
-// mountEntry is one line of /proc/self/mountinfo (proc(5)).
-type mountEntry struct {
-	dev        uint64 // st_dev of the mounted file system
-	root       string // the mounted path within it
-	mountPoint string
-	fsType     string
-	readOnly   bool
-}
+// mountEntry is a mount of the table (read afresh every time, never
+// remembered), with what the driver asks of it.
+type mountEntry struct{ mountinfo.Mount }
 
 func readMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
+	mounts, err := mountinfo.Read()
+	out := make([]mountEntry, len(mounts))
+	for i, m := range mounts {
+		out[i] = mountEntry{m}
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 6 || sep < 6 || sep+1 >= len(fields) {
-			return nil, fmt.Errorf("unexpected line in /proc/self/mountinfo: %q", sc.Text())
-		}
-		dev, err := parseDevNumber(fields[2])
-		if err != nil {
-			return nil, err
-		}
-		e := mountEntry{
-			dev:        dev,
-			root:       unescapeMountField(fields[3]),
-			mountPoint: unescapeMountField(fields[4]),
-			fsType:     fields[sep+1],
-		}
-		for _, o := range strings.Split(fields[5], ",") {
-			e.readOnly = e.readOnly || o == "ro"
-		}
-		out = append(out, e)
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountField undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountField(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, err
 }
 
 // canonical is path with symlinks resolved where it exists, as mountinfo
@@ -99,7 +43,7 @@ func canonical(path string) string {
 func mountAt(mounts []mountEntry, path string) (mountEntry, bool) {
 	path = canonical(path)
 	for i := len(mounts) - 1; i >= 0; i-- {
-		if mounts[i].mountPoint == path {
+		if mounts[i].MountPoint == path {
 			return mounts[i], true
 		}
 	}
@@ -109,7 +53,7 @@ func mountAt(mounts []mountEntry, path string) (mountEntry, bool) {
 // uses tells whether a mount is of loop device l: its file system, or a
 // bind of its device node (block volumes).
 func (e mountEntry) uses(l loopDevice) bool {
-	return e.dev == l.dev || (e.root == "/"+l.name && (e.fsType == "devtmpfs" || e.fsType == "tmpfs"))
+	return e.Dev == l.dev || (e.Root == "/"+l.name && (e.FSType == "devtmpfs" || e.FSType == "tmpfs"))
 }
 
 // mountsOf lists the mount points using any of loops.
@@ -118,7 +62,7 @@ func mountsOf(mounts []mountEntry, loops []loopDevice) []string {
 	for _, e := range mounts {
 		for _, l := range loops {
 			if e.uses(l) {
-				out = append(out, e.mountPoint)
+				out = append(out, e.MountPoint)
 				break
 			}
 		}

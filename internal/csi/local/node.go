@@ -128,8 +128,8 @@ func (d *Driver) stageMount(ctx context.Context, v *volume, lo loopDevice, stagi
 		switch {
 		case !m.uses(lo):
 			return status.Errorf(codes.AlreadyExists, "staging_target_path %s has another file system mounted", staging)
-		case m.readOnly != (flags&unix.MS_RDONLY != 0):
-			return status.Errorf(codes.AlreadyExists, "volume %s is staged at %s with read-only=%v", v.ID, staging, m.readOnly)
+		case m.ReadOnly() != (flags&unix.MS_RDONLY != 0):
+			return status.Errorf(codes.AlreadyExists, "volume %s is staged at %s with read-only=%v", v.ID, staging, m.ReadOnly())
 		}
 		return nil // staged already
 	}
@@ -201,7 +201,7 @@ func (d *Driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolume
 	}
 	m, staged := mountAt(mounts, staging)
 	staged = staged && slices.ContainsFunc(loops, m.uses)
-	published := slices.DeleteFunc(mountsOf(mounts, loops), func(p string) bool { return staged && p == m.mountPoint })
+	published := slices.DeleteFunc(mountsOf(mounts, loops), func(p string) bool { return staged && p == m.MountPoint })
 	if len(published) > 0 {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is still published at %v: unpublish it first", id, published)
 	}
@@ -264,8 +264,8 @@ func (d *Driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 		switch {
 		case !slices.ContainsFunc(loops, m.uses):
 			return nil, status.Errorf(codes.AlreadyExists, "target_path %s has another volume mounted", target)
-		case m.readOnly != readOnly:
-			return nil, status.Errorf(codes.AlreadyExists, "volume %s is published at %s with readonly=%v", id, target, m.readOnly)
+		case m.ReadOnly() != readOnly:
+			return nil, status.Errorf(codes.AlreadyExists, "volume %s is published at %s with readonly=%v", id, target, m.ReadOnly())
 		}
 		return &csi.NodePublishVolumeResponse{}, nil
 	}
