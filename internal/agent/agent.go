@@ -66,11 +66,13 @@ type Options struct {
 	// DriverVersion is the version the built-in CSI driver reports
 	// (moorage's own).
 	DriverVersion string
-	// Provisioner runs the provisioner of a CSI driver the agent started
-	// until ctx ends (internal/cli passes internal/controller/provisioner
-	// in NodeLocal mode; see csi.go for why it is not imported here). Nil
-	// runs none: the driver's claims are then not provisioned here.
-	Provisioner func(ctx context.Context, d CSIDriver) error
+	// DriverControllers runs the controllers that upstream deploys as a
+	// CSI driver's sidecars (provisioner, attacher, resizer) for a driver
+	// registered on this node, until ctx ends. internal/cli passes
+	// internal/cli.runDriverControllers; see csi.go for why they are not
+	// imported here. Nil runs none: the driver's claims are then not
+	// provisioned, attached or resized by this node.
+	DriverControllers func(ctx context.Context, d CSIDriver) error
 }
 
 // Agent is one node's agent.

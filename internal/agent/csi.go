@@ -51,25 +51,29 @@ import (
 //	plugins/<driver>/csi.sock     the driver's socket
 //	csi/local/                    the built-in driver's volumes (images and records)
 //	csi/state/<driver>/           NodeVolumes' records (staged volumes, publish targets)
-//	csi/journal/<driver>/         the provisioner's journal of CreateVolume calls
+//	csi/controllers/<driver>/     the driver's controllers' state (the provisioner's journal/)
 //
 // Shutdown: the provisioner stops with the agent's context; the driver
 // (Serve removes its socket) once the pod workers have stopped using it. Volumes stay
 // staged and published, as the kubelet leaves them: a restarted agent (and
 // driver) finds them in the records, the loop devices and mountinfo.
 
-// CSIDriver is a CSI driver the agent started and registered, as its
-// provisioner (Options.Provisioner) needs it.
+// CSIDriver is a CSI driver registered on this node, as the controllers
+// that run next to it (Options.DriverControllers) need it.
 type CSIDriver struct {
 	Name     string
 	Client   *csi.Client
 	NodeName string
+	// NodeLocal says the driver's volumes live on this node only (the
+	// built-in driver): its controllers handle this node's volumes,
+	// as external-provisioner's node deployment does.
+	NodeLocal bool
 	// TopologyKeys are the driver's topology keys on this node (from
 	// NodeGetInfo), sorted.
 	TopologyKeys []string
-	// JournalDir is where the provisioner keeps its journal, under the
-	// agent's data directory.
-	JournalDir string
+	// StateDir is where the controllers keep what must survive a restart
+	// (the provisioner's journal), under the agent's data directory.
+	StateDir string
 	// Config reaches the API as the agent does.
 	Config *rest.Config
 	Logger *slog.Logger
@@ -243,17 +247,17 @@ func (a *Agent) startBuiltinDriver(ctx context.Context) (stop func(), err error)
 	provDone := make(chan struct{})
 	go func() {
 		defer close(provDone)
-		if a.opts.Provisioner == nil {
+		if a.opts.DriverControllers == nil {
 			return
 		}
-		err := a.opts.Provisioner(provCtx, CSIDriver{
-			Name: d.name, Client: client, NodeName: a.opts.NodeName,
+		err := a.opts.DriverControllers(provCtx, CSIDriver{
+			Name: d.name, Client: client, NodeName: a.opts.NodeName, NodeLocal: true,
 			TopologyKeys: slices.Sorted(maps.Keys(d.info.Topology)),
-			JournalDir:   filepath.Join(a.opts.DataDir, "csi", "journal", d.name),
+			StateDir:     filepath.Join(a.opts.DataDir, "csi", "controllers", d.name),
 			Config:       a.cfg, Logger: a.log,
 		})
 		if err != nil && provCtx.Err() == nil {
-			a.log.Error("the CSI driver's provisioner stopped; its classes' claims are not provisioned on this node", "driver", d.name, "err", err)
+			a.log.Error("the CSI driver's controllers stopped; its volumes are not provisioned, attached or resized by this node", "driver", d.name, "err", err)
 		}
 	}()
 	registered.Store(true)

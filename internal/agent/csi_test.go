@@ -50,7 +50,7 @@ func runCSIAgent(t *testing.T, node string, opts agent.Options, before func(kube
 		before(ca.client)
 	}
 	opts.NodeName, opts.DataDir = node, ca.dir
-	opts.Provisioner = func(ctx context.Context, d agent.CSIDriver) error {
+	opts.DriverControllers = func(ctx context.Context, d agent.CSIDriver) error {
 		ca.mu.Lock()
 		ca.provisioned = append(ca.provisioned, d)
 		ca.mu.Unlock()
@@ -186,7 +186,7 @@ func TestAgentRegistersBuiltinCSIDriver(t *testing.T) {
 		return len(ca.provisioned) == 1, "not called"
 	})
 	if p.Name != driverName || p.NodeName != "csi-node" || strings.Join(p.TopologyKeys, ",") != topologyKey ||
-		p.JournalDir != filepath.Join(ca.dir, "csi", "journal", driverName) || p.Config == nil || p.Logger == nil || p.Client == nil {
+		!p.NodeLocal || p.StateDir != filepath.Join(ca.dir, "csi", "controllers", driverName) || p.Config == nil || p.Logger == nil || p.Client == nil {
 		t.Errorf("provisioner given %+v", p)
 	}
 	info, err := p.Client.PluginInfo(ctx)

@@ -58,9 +58,9 @@ type ServerOptions struct {
 	// NoBuiltinCSIDriver leaves the built-in CSI driver
 	// local.csi.moorage.io (and its provisioner) out of the agent.
 	NoBuiltinCSIDriver bool
-	// Provisioner runs the provisioner of each CSI driver the agent
-	// starts (agent.Options.Provisioner).
-	Provisioner func(ctx context.Context, d agent.CSIDriver) error
+	// DriverControllers runs the sidecar controllers of each CSI driver
+	// the agent registers (agent.Options.DriverControllers).
+	DriverControllers func(ctx context.Context, d agent.CSIDriver) error
 }
 
 // Server is a running moorage server.
@@ -217,7 +217,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 			Version: KubernetesVersion.GitVersion, RuntimeVersion: "runc://1",
 			ShimCommand:        opts.ShimCommand,
 			NoBuiltinCSIDriver: opts.NoBuiltinCSIDriver, DriverVersion: Version,
-			Provisioner: opts.Provisioner,
+			DriverControllers: opts.DriverControllers,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node agent: %w", err)

@@ -88,7 +88,7 @@ func agentCommand() *cobra.Command {
 			a, err := agent.New(cfg, log, agent.Options{
 				NodeName: nodeName, DataDir: filepath.Join(dataDir, "agent"), NodeIP: nodeIP, Port: addr.Port,
 				Version: app.KubernetesVersion.GitVersion, RuntimeVersion: "runc://1", ShimCommand: []string{self, shimCommand},
-				NoBuiltinCSIDriver: !builtinCSI, DriverVersion: app.Version, Provisioner: runNodeProvisioner,
+				NoBuiltinCSIDriver: !builtinCSI, DriverVersion: app.Version, DriverControllers: runDriverControllers,
 			})
 			if err != nil {
 				return err

@@ -79,7 +79,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			opts.NoBuiltinCSIDriver, opts.Provisioner = !builtinCSI, runNodeProvisioner
+			opts.NoBuiltinCSIDriver, opts.DriverControllers = !builtinCSI, runDriverControllers
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
