@@ -150,13 +150,13 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// newVolumeManager builds the volume manager for the node as it is now:
-// its labels (with the registered CSI drivers' topology) and allocatable
-// resources, and the registered drivers.
+// newVolumeManager builds the volume manager for the node: its labels
+// (with the registered CSI drivers' topology, as they are at each check),
+// its allocatable resources, and the registered drivers.
 func (a *Agent) newVolumeManager() *volume.Manager {
 	_, allocatable := a.nodeResources()
 	return volume.NewManager(a.opts.DataDir, apiGetter{a.client}, volume.Options{
-		NodeName: a.opts.NodeName, NodeLabels: a.nodeLabels(),
+		NodeName: a.opts.NodeName, NodeLabels: a.nodeLabels,
 		NodeAllocatable: allocatable,
 		CSIDrivers:      a.drivers.lookup,
 		CSIDriver:       apiGetter{a.client}.CSIDriver,

@@ -31,7 +31,7 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 	if err != nil {
 		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("error processing PVC %s/%s: %w", pod.Namespace, claimName, err)}
 	}
-	if err := checkNodeAffinity(pv, m.opts.NodeName, m.opts.NodeLabels); err != nil {
+	if err := checkNodeAffinity(pv, m.opts.NodeName, m.nodeLabels()); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: "MountVolume.NodeAffinity check", Err: err}
 	}
 	block := pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock
@@ -323,4 +323,12 @@ func matchTerm(term corev1.NodeSelectorTerm, nodeName string, nodeLabels map[str
 		}
 	}
 	return true, nil
+}
+
+// nodeLabels are the node's labels now (Options.NodeLabels).
+func (m *Manager) nodeLabels() map[string]string {
+	if m.opts.NodeLabels == nil {
+		return nil
+	}
+	return m.opts.NodeLabels()
 }

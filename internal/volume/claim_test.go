@@ -44,7 +44,7 @@ func claimVolume(name, claimName string, readOnly bool) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName, ReadOnly: readOnly}}}
 }
 
-var node1 = Options{NodeName: "node-1", NodeLabels: map[string]string{"kubernetes.io/hostname": "node-1"}}
+var node1 = Options{NodeName: "node-1", NodeLabels: func() map[string]string { return map[string]string{"kubernetes.io/hostname": "node-1"} }}
 
 func TestClaimOnHostPathVolume(t *testing.T) {
 	requireRoot(t)

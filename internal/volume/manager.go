@@ -58,9 +58,10 @@ type TokenSource interface {
 type Options struct {
 	// NodeName and NodeLabels are matched against a PersistentVolume's
 	// node affinity (metadata.name for matchFields, labels for
-	// matchExpressions).
+	// matchExpressions). NodeLabels is called at each check: CSI drivers
+	// registering later add their topology labels.
 	NodeName   string
-	NodeLabels map[string]string
+	NodeLabels func() map[string]string
 	// NodeAllocatable is the node's allocatable resources: its memory is
 	// the default size of a memory-backed emptyDir (secret and projected
 	// volumes included), and cpu, memory and ephemeral-storage stand in
