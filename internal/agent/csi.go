@@ -49,6 +49,7 @@ import (
 // Layout under the data directory:
 //
 //	plugins/<driver>/csi.sock     the driver's socket
+//	plugins_registry/             external drivers' registration sockets (plugins.go)
 //	csi/local/                    the built-in driver's volumes (images and records)
 //	csi/state/<driver>/           NodeVolumes' records (staged volumes, publish targets)
 //	csi/controllers/<driver>/     the driver's controllers' state (the provisioner's journal/)
@@ -141,8 +142,9 @@ func (r *csiDrivers) topologyLabels() map[string]string {
 }
 
 // startCSI writes the node's CSINode object, starts the built-in driver
-// (unless disabled) and registers it, and builds the volume manager with
-// the drivers it found. A driver that cannot start is logged and left out:
+// (unless disabled) and registers it, builds the volume manager with
+// the drivers it found, and starts the watcher of external drivers'
+// registration sockets (plugins.go). A driver that cannot start is logged and left out:
 // pods that do not use it run regardless. The returned function stops what
 // was started; call it once the pod workers are done.
 func (a *Agent) startCSI(ctx context.Context) (stop func()) {
@@ -161,7 +163,18 @@ func (a *Agent) startCSI(ctx context.Context) (stop func()) {
 		}
 	}
 	a.volumes = a.newVolumeManager()
-	return stop
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.watchPlugins(watchCtx)
+	}()
+	stopBuiltin := stop
+	return func() {
+		stopWatch()
+		<-watched
+		stopBuiltin()
+	}
 }
 
 // socketPath is where a driver the agent runs serves: plugins/<driver>/csi.sock

@@ -45,6 +45,9 @@ type Options struct {
 	// Logger receives one line per failed call (and, at debug level, per
 	// call). Nil discards.
 	Logger *slog.Logger
+	// Serving, if set, is called by Serve once the socket accepts
+	// connections.
+	Serving func()
 }
 
 // Driver implements the CSI identity, controller and node services. Its

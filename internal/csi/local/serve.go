@@ -47,6 +47,9 @@ func Serve(ctx context.Context, endpoint string, opts Options) error {
 	d.log.Info("CSI driver serving", "driver", DriverName, "endpoint", endpoint, "node", d.nodeID, "dataDir", d.dataDir, "volumes", len(d.volumes))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	if opts.Serving != nil {
+		opts.Serving()
+	}
 	select {
 	case err := <-served:
 		return err
