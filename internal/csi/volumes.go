@@ -81,7 +81,8 @@ func (n *NodeVolumes) Volumes() []VolumeState {
 
 // Stage makes the volume staged: NodeStageVolume if the driver stages and
 // the volume is not staged yet, nothing otherwise. It creates
-// req.StagingPath first (the spec makes that the CO's job).
+// req.StagingPath first (the spec makes that the CO's job), and removes it
+// again (if empty) when a first stage fails without effect.
 func (n *NodeVolumes) Stage(ctx context.Context, req StageRequest) error {
 	const op = OpNodeStageVolume
 	if req.VolumeID == "" || !filepath.IsAbs(req.StagingPath) {
@@ -121,7 +122,12 @@ func (n *NodeVolumes) Stage(ctx context.Context, req StageRequest) error {
 		return err
 	}
 	if err := n.client.nodeStage(ctx, req); err != nil {
-		n.settleFailure(op, req.VolumeID, cur, err)
+		if n.settleFailure(op, req.VolumeID, cur, err) && cur == nil {
+			// Nothing is staged or recorded: the directory made above
+			// goes too (only if empty), as the kubelet removes its
+			// globalmount after a MountDevice that failed for good.
+			_ = os.Remove(req.StagingPath)
+		}
 		return err
 	}
 	done := next.clone()
@@ -248,16 +254,16 @@ func (n *NodeVolumes) Unstage(ctx context.Context, volumeID string) error {
 // absent before (prev is the volume record before the call): unless the
 // driver may still be working (InProgress), the call had no effect, so the
 // uncertain record written before the call is rolled back. If the rollback
-// cannot be written, the record stays uncertain, which is safe.
-func (n *NodeVolumes) settleFailure(op Op, volumeID string, prev *VolumeState, err error) {
+// cannot be written, the record stays uncertain, which is safe. It reports
+// whether the record was rolled back.
+func (n *NodeVolumes) settleFailure(op Op, volumeID string, prev *VolumeState, err error) bool {
 	if Classify(err) == InProgress {
-		return
+		return false
 	}
 	if prev == nil {
-		_ = n.drop(op, volumeID)
-		return
+		return n.drop(op, volumeID) == nil
 	}
-	_ = n.put(op, prev)
+	return n.put(op, prev) == nil
 }
 
 func (n *NodeVolumes) get(volumeID string) *VolumeState {
