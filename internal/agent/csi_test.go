@@ -148,6 +148,9 @@ func TestAgentRegistersBuiltinCSIDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := cn.Annotations["storage.alpha.kubernetes.io/migrated-plugins"]; got != "kubernetes.io/aws-ebs,kubernetes.io/azure-disk,kubernetes.io/azure-file,kubernetes.io/cinder,kubernetes.io/gce-pd,kubernetes.io/portworx-volume,kubernetes.io/vsphere-volume" {
+		t.Errorf("migrated-plugins annotation = %q", got)
+	}
 	if refs := cn.OwnerReferences; len(refs) != 1 || refs[0].APIVersion != "v1" || refs[0].Kind != "Node" || refs[0].Name != "csi-node" || refs[0].UID != node.UID {
 		t.Errorf("CSINode owner references = %+v, want the Node (uid %s)", refs, node.UID)
 	}

@@ -29,6 +29,15 @@ import (
 // annCSINodeID is the kubelet's annotation of driver node IDs on the Node.
 const annCSINodeID = "csi.volume.kubernetes.io/nodeid"
 
+// annMigratedPlugins lists, on the CSINode, the in-tree plugins whose
+// volumes this node sets up through their CSI drivers (CSI migration;
+// internal/volume/migration.go): all that upstream 1.33 migrates, as the
+// kubelet writes it (sorted, comma-separated).
+const (
+	annMigratedPlugins = "storage.alpha.kubernetes.io/migrated-plugins"
+	migratedPlugins    = "kubernetes.io/aws-ebs,kubernetes.io/azure-disk,kubernetes.io/azure-file,kubernetes.io/cinder,kubernetes.io/gce-pd,kubernetes.io/portworx-volume,kubernetes.io/vsphere-volume"
+)
+
 // ensureCSINode creates the node's CSINode object (without drivers) if it
 // is missing, as the kubelet does at start, and points its owner
 // reference at the current Node.
@@ -46,7 +55,10 @@ func (a *Agent) csiNode(ctx context.Context) (*storagev1.CSINode, error) {
 	cn, err := csiNodes.Get(ctx, a.opts.NodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		cn = &storagev1.CSINode{
-			ObjectMeta: metav1.ObjectMeta{Name: a.opts.NodeName, OwnerReferences: []metav1.OwnerReference{owner}},
+			ObjectMeta: metav1.ObjectMeta{
+				Name: a.opts.NodeName, OwnerReferences: []metav1.OwnerReference{owner},
+				Annotations: map[string]string{annMigratedPlugins: migratedPlugins},
+			},
 			Spec:       storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{}},
 		}
 		cn, err = csiNodes.Create(ctx, cn, metav1.CreateOptions{FieldManager: a.manager})

@@ -3,6 +3,7 @@ package binder
 import (
 	"context"
 	"fmt"
+	csitranslation "k8s.io/csi-translation-lib"
 	"sort"
 	"strings"
 
@@ -24,17 +25,10 @@ const (
 	annMigratedTo           = "pv.kubernetes.io/migrated-to"
 )
 
-// migratedProvisioners are the in-tree provisioners that upstream 1.33 always
-// hands to their CSI drivers (CSI migration, on by default and locked).
-var migratedProvisioners = map[string]string{
-	"kubernetes.io/aws-ebs":         "ebs.csi.aws.com",
-	"kubernetes.io/gce-pd":          "pd.csi.storage.gke.io",
-	"kubernetes.io/azure-disk":      "disk.csi.azure.com",
-	"kubernetes.io/azure-file":      "file.csi.azure.com",
-	"kubernetes.io/cinder":          "cinder.csi.openstack.org",
-	"kubernetes.io/vsphere-volume":  "csi.vsphere.vmware.com",
-	"kubernetes.io/portworx-volume": "pxd.portworx.com",
-}
+// translator maps in-tree provisioners that upstream migrated to CSI
+// (kubernetes.io/aws-ebs, ...) to their CSI drivers, with upstream's own
+// table (k8s.io/csi-translation-lib).
+var translator = csitranslation.New()
 
 // syncClaim is upstream's syncClaim: an unbound claim is matched (or waits,
 // or is handed to a provisioner); a bound one is checked against its volume.
@@ -239,9 +233,11 @@ func (c *Controller) provisionClaim(ctx context.Context, claim *corev1.Persisten
 		c.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "storageclass.storage.k8s.io %q not found", className)
 		return c.setClaimPhase(ctx, claim, corev1.ClaimPending, nil)
 	}
-	provisioner, migrated := migratedProvisioners[sc.Provisioner]
-	if !migrated {
-		provisioner = sc.Provisioner
+	provisioner, migrated := sc.Provisioner, translator.IsMigratableIntreePluginByName(sc.Provisioner)
+	if migrated {
+		if provisioner, err = translator.GetCSINameFromInTreeName(sc.Provisioner); err != nil {
+			return err
+		}
 	}
 	if !migrated && strings.HasPrefix(sc.Provisioner, "kubernetes.io/") {
 		// No in-tree plugin provisions here: upstream's message.
