@@ -59,7 +59,7 @@ func (a *Agent) csiNode(ctx context.Context) (*storagev1.CSINode, error) {
 				Name: a.opts.NodeName, OwnerReferences: []metav1.OwnerReference{owner},
 				Annotations: map[string]string{annMigratedPlugins: migratedPlugins},
 			},
-			Spec:       storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{}},
+			Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{}},
 		}
 		cn, err = csiNodes.Create(ctx, cn, metav1.CreateOptions{FieldManager: a.manager})
 		if apierrors.IsAlreadyExists(err) {

@@ -182,6 +182,11 @@ func startMoorageWith(t *testing.T, dataDir string, flags ...string) *moorage {
 
 // launch runs `moorage up` (with flags) and waits for its ready line.
 func launch(dataDir string, flags ...string) (*moorage, error) {
+	return launchEnv(dataDir, nil, flags...)
+}
+
+// launchEnv is launch with more environment variables for moorage.
+func launchEnv(dataDir string, env []string, flags ...string) (*moorage, error) {
 	tmp, err := os.MkdirTemp("", "moorage-e2e-kubectl-")
 	if err != nil {
 		return nil, err
@@ -189,6 +194,9 @@ func launch(dataDir string, flags ...string) (*moorage, error) {
 	m := &moorage{DataDir: dataDir, out: &syncBuffer{}, done: make(chan struct{}), tmp: tmp, cacheDirs: map[int]string{}}
 	m.cmd = exec.Command(moorageBin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
+	if env != nil {
+		m.cmd.Env = append(os.Environ(), env...)
+	}
 	// If the test binary dies (a go test timeout, ^C), take moorage with it.
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {

@@ -197,6 +197,8 @@ func New(cfg *rest.Config, client *csi.Client, log *slog.Logger, opts Options) (
 		firstSeen:   map[types.UID]time.Time{},
 		yieldedTill: map[types.UID]time.Time{},
 		now:         time.Now,
+
+		afterCreateVolume: crashHook(), // crashpoint.go
 	}
 	claims := c.factory.Core().V1().PersistentVolumeClaims()
 	pvs := c.factory.Core().V1().PersistentVolumes()
