@@ -87,6 +87,9 @@ type Agent struct {
 
 	nodeUID    types.UID
 	lastReport time.Time
+	// statusNow asks the heartbeat to write the node status at once
+	// (inuse.go).
+	statusNow chan struct{}
 
 	runtime *container.Runtime
 	images  *image.Store
@@ -96,6 +99,9 @@ type Agent struct {
 	drivers  csiDrivers
 	events   record.EventBroadcaster
 	recorder record.EventRecorder
+
+	// expansions remembers failed node expansions (expand.go).
+	expansions expansions
 
 	podsMu  sync.Mutex
 	workers map[types.UID]*podWorker
@@ -128,6 +134,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Agent, error) {
 	a := &Agent{
 		opts: opts, log: log.With("node", opts.NodeName), baseLog: log, cfg: cfg, client: client,
 		manager: "kubelet", ip: nodeIP(opts.NodeIP), workers: map[types.UID]*podWorker{},
+		statusNow: make(chan struct{}, 1),
 	}
 	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
 	a.recorder = a.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: opts.NodeName})
@@ -160,6 +167,11 @@ func (a *Agent) newVolumeManager() *volume.Manager {
 		NodeAllocatable: allocatable,
 		CSIDrivers:      a.drivers.lookup,
 		CSIDriver:       apiGetter{a.client}.CSIDriver,
+		// Attach: inuse.go.
+		VolumeAttachment:   apiGetter{a.client}.VolumeAttachment,
+		ReportVolumesInUse: a.reportVolumesInUse,
+		// Node expansion: expand.go.
+		NodeExpand: a.nodeExpand,
 	})
 }
 

@@ -241,12 +241,16 @@ func (a *Agent) updateNodeStatus(ctx context.Context, force bool) error {
 	}
 	changed = changed || len(cur.Status.Conditions) != len(conds)
 	next.Status.Conditions = conds
+	inUse, inUseChanged := a.volumesInUse(ctx, cur)
+	next.Status.VolumesInUse, changed = inUse, changed || inUseChanged
 	if !force && !changed && time.Since(a.lastReport) < statusReportInterval {
+		a.reportedVolumesInUse(inUse)
 		return nil
 	}
 	if _, err := nodes.UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: a.manager}); err != nil {
 		return err
 	}
+	a.reportedVolumesInUse(inUse)
 	a.lastReport = time.Now()
 	return nil
 }
@@ -300,6 +304,8 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			if err := a.updateNodeStatus(ctx, false); err != nil && ctx.Err() == nil {
 				a.log.Warn("updating node status", "err", err)
 			}
+		case <-a.statusNow:
+			a.writeVolumesInUse(ctx)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/moorage/moorage/internal/controller/attachdetach"
 	"github.com/moorage/moorage/internal/controller/binder"
 	"github.com/moorage/moorage/internal/controller/gc"
 	"github.com/moorage/moorage/internal/controller/namespace"
@@ -52,6 +53,11 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 		return err
 	}
 	wg.Go(func() { podGC.Run(ctx) })
+	attacher, err := attachdetach.New(cfg, log, attachdetach.Options{})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { attacher.Run(ctx) })
 	sched, err := scheduler.New(cfg, log, scheduler.Options{})
 	if err != nil {
 		return err

@@ -32,6 +32,18 @@ func runDriverControllers(ctx context.Context, d agent.CSIDriver) error {
 	if err != nil {
 		return err
 	}
+	// external-attacher runs beside the provisioner (attacher.go).
+	stopAttacher, err := startAttacher(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer stopAttacher()
+	// external-resizer runs beside the provisioner (resizer.go).
+	stopResizer, err := startResizer(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer stopResizer()
 	p.Run(ctx)
 	return nil
 }

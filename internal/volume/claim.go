@@ -27,7 +27,7 @@ const alphaNodeAffinityAnnotation = "volume.alpha.kubernetes.io/node-affinity"
 // manager does before mounting, with its messages; then checks the
 // volume's node affinity and sets up its source.
 func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, claimName string, readOnly, ephemeral bool) (Mounted, error) {
-	pv, err := m.boundVolume(ctx, pod, volName, claimName, ephemeral)
+	pvc, pv, err := m.boundVolume(ctx, pod, volName, claimName, ephemeral)
 	if err != nil {
 		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("error processing PVC %s/%s: %w", pod.Namespace, claimName, err)}
 	}
@@ -54,8 +54,19 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 		}
 		return m.mountLocal(pod, volName, pv, readOnly)
 	case src.CSI != nil:
-		return m.setUpCSI(ctx, pod, volName, pv, readOnly, block)
+		mt, err := m.setUpCSI(ctx, pod, volName, pv, readOnly, block)
+		if err != nil {
+			return mt, err
+		}
+		return mt, m.expandCSI(ctx, pod, volName, pvc, pv, readOnly, block) // csi_expand.go
 	default:
+		csiPV, err := migratedPV(pv) // migration.go
+		if err != nil {
+			return Mounted{}, &Error{Volume: volName, Err: err}
+		}
+		if csiPV != nil {
+			return m.setUpCSI(ctx, pod, volName, csiPV, readOnly, block)
+		}
 		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("PersistentVolume %q is a %s volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)", pv.Name, sourceKind(src))}
 	}
 }
@@ -64,33 +75,34 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 // populator checks it: the claim exists, is not being deleted, is Bound
 // and names its volume; the volume points back at the claim; the volume
 // mode matches how the containers use it (volumeMounts or volumeDevices);
-// a generic ephemeral volume's claim belongs to the pod.
-func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, volName, claimName string, ephemeral bool) (*corev1.PersistentVolume, error) {
+// a generic ephemeral volume's claim belongs to the pod. The claim is
+// returned too.
+func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, volName, claimName string, ephemeral bool) (*corev1.PersistentVolumeClaim, *corev1.PersistentVolume, error) {
 	pvc, err := m.get.PersistentVolumeClaim(ctx, pod.Namespace, claimName)
 	if err != nil || pvc == nil {
-		return nil, fmt.Errorf("failed to fetch PVC from API server: %w", orNil(err))
+		return nil, nil, fmt.Errorf("failed to fetch PVC from API server: %w", orNil(err))
 	}
 	if ephemeral && !metav1.IsControlledBy(pvc, pod) {
-		return nil, fmt.Errorf("PVC %s/%s was not created for pod %s/%s (pod is not owner)", pvc.Namespace, pvc.Name, pod.Namespace, pod.Name)
+		return nil, nil, fmt.Errorf("PVC %s/%s was not created for pod %s/%s (pod is not owner)", pvc.Namespace, pvc.Name, pod.Namespace, pod.Name)
 	}
 	if pvc.DeletionTimestamp != nil {
-		return nil, errors.New("PVC is being deleted")
+		return nil, nil, errors.New("PVC is being deleted")
 	}
 	if pvc.Status.Phase != corev1.ClaimBound {
-		return nil, errors.New("PVC is not bound")
+		return nil, nil, errors.New("PVC is not bound")
 	}
 	if pvc.Spec.VolumeName == "" {
-		return nil, errors.New("PVC has empty pvc.Spec.VolumeName")
+		return nil, nil, errors.New("PVC has empty pvc.Spec.VolumeName")
 	}
 	pv, err := m.get.PersistentVolume(ctx, pvc.Spec.VolumeName)
 	if err != nil || pv == nil {
-		return nil, fmt.Errorf("failed to fetch PV %s from API server: %w", pvc.Spec.VolumeName, orNil(err))
+		return nil, nil, fmt.Errorf("failed to fetch PV %s from API server: %w", pvc.Spec.VolumeName, orNil(err))
 	}
 	if pv.Spec.ClaimRef == nil {
-		return nil, fmt.Errorf("found PV object %s but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim", pv.Name)
+		return nil, nil, fmt.Errorf("found PV object %s but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim", pv.Name)
 	}
 	if pv.Spec.ClaimRef.UID != pvc.UID {
-		return nil, fmt.Errorf("found PV object %s but its pv.Spec.ClaimRef.UID %s does not point to claim.UID %s", pv.Name, pv.Spec.ClaimRef.UID, pvc.UID)
+		return nil, nil, fmt.Errorf("found PV object %s but its pv.Spec.ClaimRef.UID %s does not point to claim.UID %s", pv.Name, pv.Spec.ClaimRef.UID, pvc.UID)
 	}
 	mode := corev1.PersistentVolumeFilesystem
 	if pv.Spec.VolumeMode != nil {
@@ -98,12 +110,12 @@ func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, volName, cla
 	}
 	mounts, devices := volumeUses(pod)
 	if mounts[volName] && mode == corev1.PersistentVolumeBlock {
-		return nil, fmt.Errorf("volume %s has volumeMode %s, but is specified in volumeMounts", volName, mode)
+		return nil, nil, fmt.Errorf("volume %s has volumeMode %s, but is specified in volumeMounts", volName, mode)
 	}
 	if devices[volName] && mode != corev1.PersistentVolumeBlock {
-		return nil, fmt.Errorf("volume %s has volumeMode %s, but is specified in volumeDevices", volName, mode)
+		return nil, nil, fmt.Errorf("volume %s has volumeMode %s, but is specified in volumeDevices", volName, mode)
 	}
-	return pv, nil
+	return pvc, pv, nil
 }
 
 func orNil(err error) error {

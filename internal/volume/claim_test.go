@@ -88,9 +88,6 @@ func TestClaimResolutionErrors(t *testing.T) {
 	e.get.volumes["pv-other"].Spec.ClaimRef.UID = "someone-else"
 	e.get.bind(claim("csi"), &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-csi"}, Spec: corev1.PersistentVolumeSpec{
 		PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "hostpath.csi.k8s.io", VolumeHandle: "h"}}}})
-	e.get.bind(claim("csi-secret"), &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-csi-secret"}, Spec: corev1.PersistentVolumeSpec{
-		PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "hostpath.csi.k8s.io", VolumeHandle: "h",
-			NodePublishSecretRef: &corev1.SecretReference{Namespace: "default", Name: "creds"}}}}})
 	e.get.bind(claim("nfs"), &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-nfs"}, Spec: corev1.PersistentVolumeSpec{
 		PersistentVolumeSource: corev1.PersistentVolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs", Path: "/"}}}})
 	far := localPV("pv-far", data, corev1.PersistentVolumeFilesystem)
@@ -103,16 +100,15 @@ func TestClaimResolutionErrors(t *testing.T) {
 	}())
 
 	for claimName, want := range map[string]string{
-		"missing":    `volume "data": error processing PVC default/missing: failed to fetch PVC from API server: persistentvolumeclaims "missing" not found`,
-		"pending":    `volume "data": error processing PVC default/pending: PVC is not bound`,
-		"deleting":   `volume "data": error processing PVC default/deleting: PVC is being deleted`,
-		"no-ref":     `volume "data": error processing PVC default/no-ref: found PV object pv-no-ref but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim`,
-		"other":      `volume "data": error processing PVC default/other: found PV object pv-other but its pv.Spec.ClaimRef.UID someone-else does not point to claim.UID uid-other`,
-		"csi":        `MountVolume.MountDevice failed for volume "data" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name hostpath.csi.k8s.io not found in the list of registered CSI drivers`,
-		"csi-secret": `MountVolume.MountDevice failed for volume "data" : PersistentVolume "pv-csi-secret" sets spec.csi.nodePublishSecretRef, but moorage does not pass secrets to CSI drivers yet`,
-		"nfs":        `volume "data": PersistentVolume "pv-nfs" is a nfs volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)`,
-		"far":        `MountVolume.NodeAffinity check failed for volume "data" : no matching NodeSelectorTerms`,
-		"hp-block":   `volume "data": error processing PVC default/hp-block: volume data has volumeMode Block, but is specified in volumeMounts`,
+		"missing":  `volume "data": error processing PVC default/missing: failed to fetch PVC from API server: persistentvolumeclaims "missing" not found`,
+		"pending":  `volume "data": error processing PVC default/pending: PVC is not bound`,
+		"deleting": `volume "data": error processing PVC default/deleting: PVC is being deleted`,
+		"no-ref":   `volume "data": error processing PVC default/no-ref: found PV object pv-no-ref but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim`,
+		"other":    `volume "data": error processing PVC default/other: found PV object pv-other but its pv.Spec.ClaimRef.UID someone-else does not point to claim.UID uid-other`,
+		"csi":      `MountVolume.MountDevice failed for volume "data" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name hostpath.csi.k8s.io not found in the list of registered CSI drivers`,
+		"nfs":      `volume "data": PersistentVolume "pv-nfs" is a nfs volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)`,
+		"far":      `MountVolume.NodeAffinity check failed for volume "data" : no matching NodeSelectorTerms`,
+		"hp-block": `volume "data": error processing PVC default/hp-block: volume data has volumeMode Block, but is specified in volumeMounts`,
 	} {
 		if got := setUpErr(t, e.m, newPod("p", claimVolume("data", claimName, false))); got != want {
 			t.Errorf("claim %s:\n got %s\nwant %s", claimName, got, want)

@@ -51,10 +51,11 @@ import (
 // the driver is registered again. A volume whose target does not exist is
 // published nowhere, and does not need its driver.
 //
-// Not yet: ControllerPublishVolume (attach) and its publish context, node
-// stage and publish secrets (refused with a message), VOLUME_MOUNT_GROUP,
-// CSIDriver podInfoOnMount and tokenRequests, inline (ephemeral) CSI
-// volumes, SELinux mount options.
+// Attach (waiting for the VolumeAttachment, its publish context) and the
+// node stage and publish secrets: attach.go.
+//
+// Not yet: VOLUME_MOUNT_GROUP, CSIDriver podInfoOnMount and tokenRequests,
+// inline (ephemeral) CSI volumes, SELinux mount options.
 
 const (
 	volDataFileName = "vol_data.json"
@@ -125,14 +126,6 @@ func (m *Manager) setUpCSI(ctx context.Context, pod *corev1.Pod, volName string,
 	if src.Driver == "" || src.VolumeHandle == "" {
 		return fail(fmt.Errorf("PersistentVolume %q: spec.csi.driver and spec.csi.volumeHandle are required", pv.Name))
 	}
-	for _, ref := range []struct {
-		field string
-		set   bool
-	}{{"nodeStageSecretRef", src.NodeStageSecretRef != nil}, {"nodePublishSecretRef", src.NodePublishSecretRef != nil}} {
-		if ref.set {
-			return fail(fmt.Errorf("PersistentVolume %q sets spec.csi.%s, but moorage does not pass secrets to CSI drivers yet", pv.Name, ref.field))
-		}
-	}
 	nv, ok := m.csiDriver(src.Driver)
 	if !ok {
 		return fail(notRegistered(noClient, src.Driver))
@@ -173,7 +166,7 @@ func (m *Manager) mountCSI(ctx context.Context, pod *corev1.Pod, volName string,
 		return Mounted{}, &Error{Volume: volName, Op: "MountVolume.MountDevice", Err: err}
 	}
 	staging := csi.StagingPath(m.root, v.src.Driver, v.src.VolumeHandle)
-	if err := m.stageAndPublish(ctx, volName, v, staging, target, "MountVolume.MountDevice", "MountVolume.SetUp", "mount point", isMountPoint); err != nil {
+	if err := m.stageAndPublish(ctx, volName, v, staging, target, fsOps, "mount point", isMountPoint); err != nil {
 		return Mounted{}, err
 	}
 	ready := m.readyFile(pod.UID, pluginCSI, v.pv.Name)
@@ -202,7 +195,7 @@ func (m *Manager) mapCSIBlock(ctx context.Context, pod *corev1.Pod, volName stri
 	if err := ensureSymlink(target, m.csiPodDeviceLink(pod.UID, v.pv.Name)); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: stageOp, Err: err}
 	}
-	if err := m.stageAndPublish(ctx, volName, v, m.csiBlockStaging(v.pv.Name), target, stageOp, "MapVolume.MapPodDevice", "block device", isBlockDeviceFile); err != nil {
+	if err := m.stageAndPublish(ctx, volName, v, m.csiBlockStaging(v.pv.Name), target, blockOps, "block device", isBlockDeviceFile); err != nil {
 		return Mounted{}, err
 	}
 	return Mounted{HostPath: target, ReadOnly: v.readOnly, Block: true}, nil
@@ -212,41 +205,64 @@ func (m *Manager) mapCSIBlock(ctx context.Context, pod *corev1.Pod, volName stri
 // checks that target is what the driver should have made (is(target)).
 // A target recorded as published that is not there (its mount was removed
 // behind the driver's back) is unpublished first, so that it is published
-// again rather than handed to the pod empty. The caller holds the
-// volume's lock.
-func (m *Manager) stageAndPublish(ctx context.Context, volName string, v *csiVolume, staging, target, stageOp, publishOp, what string, is func(string) (bool, error)) error {
+// again rather than handed to the pod empty. Only when something is to be
+// staged or published does it wait for the volume's attachment and read
+// its secrets (attach.go). The caller holds the volume's lock.
+func (m *Manager) stageAndPublish(ctx context.Context, volName string, v *csiVolume, staging, target string, ops csiOps, what string, is func(string) (bool, error)) error {
 	fail := func(op string, err error) error { return &Error{Volume: volName, Op: op, Err: err} }
 	id := v.src.VolumeHandle
 	if st, ok := v.nv.Volume(id); ok && st.Targets[target] == csi.StatePublished {
 		if ok, err := is(target); err != nil {
-			return fail(publishOp, err)
+			return fail(ops.publish, err)
 		} else if !ok {
 			if err := v.nv.Unpublish(ctx, id, target); err != nil {
-				return fail(publishOp, err)
+				return fail(ops.publish, err)
 			}
 		}
 	}
-	if err := v.nv.Stage(ctx, csi.StageRequest{
-		VolumeID:      id,
-		StagingPath:   staging,
-		Capability:    v.capability,
-		VolumeContext: v.src.VolumeAttributes,
-	}); err != nil {
-		return fail(stageOp, err)
+	st, _ := v.nv.Volume(id)
+	if st.Stage == csi.StateStaged && st.Targets[target] == csi.StatePublished {
+		return nil
+	}
+	publishContext, err := m.publishContext(ctx, volName, v, ops)
+	if err != nil {
+		return err
+	}
+	if st.Stage != csi.StateStaged {
+		secrets, err := m.stageSecrets(ctx, volName, v, ops)
+		if err != nil {
+			return err
+		}
+		if err := v.nv.Stage(ctx, csi.StageRequest{
+			VolumeID:       id,
+			StagingPath:    staging,
+			Capability:     v.capability,
+			PublishContext: publishContext,
+			VolumeContext:  v.src.VolumeAttributes,
+			Secrets:        secrets,
+		}); err != nil {
+			return fail(ops.stage, err)
+		}
+	}
+	secrets, err := m.publishSecrets(ctx, volName, v, ops)
+	if err != nil {
+		return err
 	}
 	if err := v.nv.Publish(ctx, csi.PublishRequest{
-		VolumeID:      id,
-		TargetPath:    target,
-		ReadOnly:      v.readOnly,
-		Capability:    v.capability,
-		VolumeContext: v.src.VolumeAttributes,
+		VolumeID:       id,
+		TargetPath:     target,
+		ReadOnly:       v.readOnly,
+		Capability:     v.capability,
+		PublishContext: publishContext,
+		VolumeContext:  v.src.VolumeAttributes,
+		Secrets:        secrets,
 	}); err != nil {
-		return fail(publishOp, err)
+		return fail(ops.publish, err)
 	}
 	if ok, err := is(target); err != nil {
-		return fail(publishOp, err)
+		return fail(ops.publish, err)
 	} else if !ok {
-		return fail(publishOp, fmt.Errorf("driver %s published volume %s at %s, but it is not a %s there", v.src.Driver, id, target, what))
+		return fail(ops.publish, fmt.Errorf("driver %s published volume %s at %s, but it is not a %s there", v.src.Driver, id, target, what))
 	}
 	return nil
 }

@@ -90,6 +90,29 @@ type Options struct {
 	// the kubelet's default then applies (ReadWriteOnceWithFSType). Other
 	// errors fail the volume's SetUp (retried on the next one).
 	CSIDriver func(ctx context.Context, name string) (*storagev1.CSIDriver, error)
+	// VolumeAttachment reads a VolumeAttachment (storage.k8s.io/v1) by
+	// name. When set, a CSI volume whose driver requires attach (its
+	// CSIDriver's attachRequired, or no CSIDriver object) is staged and
+	// published only once its VolumeAttachment to this node reports
+	// attached, with the attachment's metadata as publish context, as the
+	// kubelet does (attach.go). nil: volumes are staged without waiting
+	// and without publish context.
+	VolumeAttachment func(ctx context.Context, name string) (*storagev1.VolumeAttachment, error)
+	// ReportVolumesInUse, when set, asks the agent to write the node's
+	// status.volumesInUse now (VolumesInUse, then
+	// MarkVolumesReportedInUse once written). A volume that must be
+	// attached is then staged only once it has been reported in use, so
+	// that the attach/detach controller never detaches it under a mount.
+	ReportVolumesInUse func()
+	// AttachWait bounds how long one SetUp waits for a volume's
+	// attachment (and report in use) before it fails, to be tried again
+	// on the next; 0 means 10 s.
+	AttachWait time.Duration
+	// NodeExpand, when set, is handed every claim's CSI volume whose node
+	// expansion is pending, after SetUp published it for a pod: the
+	// kubelet's part of volume expansion (csi_expand.go). Its error fails
+	// the volume's SetUp. nil: no node expansion.
+	NodeExpand func(ctx context.Context, e *NodeExpansion) error
 }
 
 // Mounted is where one volume of a pod lives on the host, for the agent to
@@ -182,6 +205,9 @@ type Manager struct {
 	// stage+publish against another pod's unpublish+unstage, so that a
 	// volume is never unstaged between one pod's Stage and Publish.
 	csiVolumes keyedLocks[string]
+	// inUse holds the volumes last reported in the node's
+	// status.volumesInUse (MarkVolumesReportedInUse).
+	inUse reportedInUse
 }
 
 // NewManager returns a Manager keeping pod volumes under root (kubelet's
@@ -194,6 +220,9 @@ func NewManager(root string, get Getter, opts Options) *Manager {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.AttachWait == 0 {
+		opts.AttachWait = 10 * time.Second
 	}
 	return &Manager{root: root, get: get, opts: opts}
 }
@@ -246,6 +275,9 @@ func (m *Manager) setUpVolume(ctx context.Context, pod *corev1.Pod, vol *corev1.
 		// The ephemeral volume controller names the claim <pod>-<volume>.
 		return m.setUpClaim(ctx, pod, vol.Name, pod.Name+"-"+vol.Name, false, true)
 	default:
+		if mt, ok, err := m.setUpMigratedInline(ctx, pod, vol); ok { // migration.go
+			return mt, err
+		}
 		if kind := sourceKind(vs); kind != "csi" {
 			return Mounted{}, &Error{Volume: vol.Name, Err: fmt.Errorf("%s volumes cannot be mounted in-tree by moorage: reach this storage through a CSI driver", kind)}
 		}
