@@ -331,3 +331,50 @@ func TestDefaultStorageClassAdmission(t *testing.T) {
 		t.Fatalf("the beta annotation names the class; got %q", *got.Spec.StorageClassName)
 	}
 }
+
+// A Secret's stringData is write-only: merged into data (its keys win) on
+// create and update, never stored or returned, as upstream.
+func TestSecretStringDataMergesIntoData(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+	s, err := c.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "s"},
+		Data:       map[string][]byte{"a": []byte("from data"), "b": []byte("kept")},
+		StringData: map[string]string{"a": "from stringData", "c": "new"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "from stringData", "b": "kept", "c": "new"}
+	check := func(s *corev1.Secret) {
+		t.Helper()
+		if len(s.StringData) != 0 || len(s.Data) != len(want) {
+			t.Fatalf("data %v, stringData %v", s.Data, s.StringData)
+		}
+		for k, v := range want {
+			if string(s.Data[k]) != v {
+				t.Errorf("data[%s] = %q, want %q", k, s.Data[k], v)
+			}
+		}
+	}
+	check(s)
+	got, err := c.CoreV1().Secrets("default").Get(ctx, "s", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(got)
+	got.StringData = map[string]string{"b": "updated"}
+	want["b"] = "updated"
+	s, err = c.CoreV1().Secrets("default").Update(ctx, got, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(s)
+	_, err = c.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad"}, StringData: map[string]string{"no/slash": "x"},
+	}, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "data[no/slash]") {
+		t.Errorf("a bad stringData key: %v", err)
+	}
+}

@@ -91,6 +91,8 @@ func Builtin() *Registry {
 	secret.FieldLabels = func(obj runtime.Object) fields.Set {
 		return fields.Set{"type": string(obj.(*corev1.Secret).Type)}
 	}
+	secret.PrepareForCreate = func(obj runtime.Object) { mergeStringData(obj.(*corev1.Secret)) }
+	secret.PrepareForUpdate = func(obj, _ runtime.Object) { mergeStringData(obj.(*corev1.Secret)) }
 
 	svc := core("Service", "services", "service", true)
 	svc.ShortNames, svc.Categories, svc.Status, svc.ReturnDeletedObject = []string{"svc"}, []string{"all"}, true, true
@@ -221,4 +223,21 @@ func podQOS(p *corev1.Pod) corev1.PodQOSClass {
 		return corev1.PodQOSGuaranteed
 	}
 	return corev1.PodQOSBurstable
+}
+
+// mergeStringData moves a Secret's write-only stringData into data, where
+// its keys win, as upstream's conversion of v1 Secrets does before
+// validation and storage.
+func mergeStringData(s *corev1.Secret) {
+	if len(s.StringData) == 0 {
+		s.StringData = nil
+		return
+	}
+	if s.Data == nil {
+		s.Data = make(map[string][]byte, len(s.StringData))
+	}
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
 }
