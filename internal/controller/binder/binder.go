@@ -230,6 +230,15 @@ func (c *Controller) volumeChanged(obj any) {
 	}
 	c.latest.put(pv)
 	c.volumes.Add(pv.Name)
+	if ref := pv.Spec.ClaimRef; ref != nil {
+		// A volume pre-bound to a claim that is still Pending (say, the
+		// claim named it in spec.volumeName before the volume existed):
+		// bind now rather than at the next resync (upstream waits for it).
+		key := ref.Namespace + "/" + ref.Name
+		if claim := c.latest.claim(key); claim != nil && claim.Status.Phase != corev1.ClaimBound {
+			c.claims.Add(key)
+		}
+	}
 	if pv.Spec.ClaimRef == nil && pv.DeletionTimestamp == nil {
 		// A free volume may be what a pending claim waits for: look again
 		// now rather than at the next resync (upstream waits for it).

@@ -349,3 +349,21 @@ func TestWaitForFirstConsumerBindsOnTheSelectedNode(t *testing.T) {
 	e.createClaim(claim)
 	e.waitBound("data", "pv-on-node-b")
 }
+
+// A claim that names its volume before the volume exists, and a volume
+// pre-bound to it (claimRef with the claim's uid) created afterwards: they
+// bind when the volume appears, not at the next 15 s resync.
+func TestPreBoundVolumeCreatedAfterItsClaim(t *testing.T) {
+	e := start(t)
+	e.createClaim(newClaim("early", "1Gi").class("x").volume("late"))
+	e.eventually("the claim to be Pending", func() bool { return e.claim("early").Status.Phase == corev1.ClaimPending })
+	c := e.claim("early")
+	pv := newPV("late", "5Gi").class("x").claimRef("default", "early")
+	pv.Spec.ClaimRef.UID = c.UID
+	start := time.Now()
+	e.createPV(pv)
+	e.waitBound("early", "late")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("bound after %v; want well before the resync", d)
+	}
+}
