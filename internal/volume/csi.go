@@ -54,7 +54,7 @@ import (
 // Attach (waiting for the VolumeAttachment, its publish context) and the
 // node stage and publish secrets: attach.go.
 //
-// Not yet: VOLUME_MOUNT_GROUP, CSIDriver podInfoOnMount and tokenRequests,
+// Not yet: VOLUME_MOUNT_GROUP, CSIDriver tokenRequests and requiresRepublish,
 // inline (ephemeral) CSI volumes, SELinux mount options.
 
 const (
@@ -89,6 +89,9 @@ type csiVolume struct {
 	src        *corev1.CSIPersistentVolumeSource
 	readOnly   bool
 	capability csi.VolumeCapability
+	// podInfo is added to the volume context at NodePublish when the
+	// driver's CSIDriver asks for podInfoOnMount (csi_podinfo.go).
+	podInfo map[string]string
 }
 
 func (v *csiVolume) data(nodeName string, mode string) volData {
@@ -161,6 +164,11 @@ func (m *Manager) mountCSI(ctx context.Context, pod *corev1.Pod, volName string,
 	if err != nil {
 		return setUpFail(fmt.Errorf("kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: %w", err))
 	}
+	info, err := m.csiPodInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
+	if err != nil {
+		return setUpFail(fmt.Errorf("kubernetes.io/csi: mounter.SetUpAt failed to assemble volume attributes: %w", err))
+	}
+	v.podInfo = info
 	record := filepath.Join(filepath.Dir(target), volDataFileName)
 	if err := writeVolData(record, v.data(m.opts.NodeName, string(storagev1.VolumeLifecyclePersistent))); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: "MountVolume.MountDevice", Err: err}
@@ -195,6 +203,11 @@ func (m *Manager) mapCSIBlock(ctx context.Context, pod *corev1.Pod, volName stri
 	if err := ensureSymlink(target, m.csiPodDeviceLink(pod.UID, v.pv.Name)); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: stageOp, Err: err}
 	}
+	info, err := m.csiPodInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
+	if err != nil {
+		return Mounted{}, &Error{Volume: volName, Op: "MapVolume.MapPodDevice", Err: fmt.Errorf("kubernetes.io/csi: blockMapper.publishVolumeForBlock failed to assemble volume attributes: %w", err)}
+	}
+	v.podInfo = info
 	if err := m.stageAndPublish(ctx, volName, v, m.csiBlockStaging(v.pv.Name), target, blockOps, "block device", isBlockDeviceFile); err != nil {
 		return Mounted{}, err
 	}
@@ -254,7 +267,7 @@ func (m *Manager) stageAndPublish(ctx context.Context, volName string, v *csiVol
 		ReadOnly:       v.readOnly,
 		Capability:     v.capability,
 		PublishContext: publishContext,
-		VolumeContext:  v.src.VolumeAttributes,
+		VolumeContext:  v.publishContext(),
 		Secrets:        secrets,
 	}); err != nil {
 		return fail(ops.publish, err)
