@@ -6,7 +6,8 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	csitranslation "k8s.io/csi-translation-lib"
+
+	"github.com/moorage/moorage/internal/csi/migration"
 )
 
 // CSI migration. Upstream has moved the in-tree cloud volume plugins
@@ -21,17 +22,14 @@ import (
 // nfs, glusterfs, flocker, flexVolume, ...) have no translation; they are
 // refused with a message (see setUpClaim and setUpVolume).
 
-var translator = csitranslation.New()
+var translator = migration.Translator()
 
 // migratedPV is the CSI form of an in-tree PersistentVolume whose plugin
 // upstream migrated to CSI, or nil if it is not one.
 func migratedPV(pv *corev1.PersistentVolume) (*corev1.PersistentVolume, error) {
-	if pv.Spec.CSI != nil || !translator.IsPVMigratable(pv) {
-		return nil, nil
-	}
-	csiPV, err := translator.TranslateInTreePVToCSI(logr.Discard(), pv.DeepCopy())
-	if err != nil {
-		return nil, fmt.Errorf("translating in-tree PersistentVolume %q to CSI: %w", pv.Name, err)
+	csiPV, ok, err := migration.AsCSI(pv)
+	if err != nil || !ok {
+		return nil, err
 	}
 	return csiPV, nil
 }

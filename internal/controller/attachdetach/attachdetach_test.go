@@ -299,3 +299,47 @@ func TestMultiAttach(t *testing.T) {
 	e.eventually("the first VolumeAttachment deleted", func() bool { return e.va(first) == nil })
 	e.eventually("the second VolumeAttachment", func() bool { return e.va(second) != nil })
 }
+
+// The seeds' awsElasticBlockStore volume is attached as upstream's CSI
+// migration attaches it: a VolumeAttachment for ebs.csi.aws.com, named
+// after the translated volume handle, with the PV as its source.
+func TestMigratedInTreeVolumeAttach(t *testing.T) {
+	e := newEnv(t)
+	e.node("n1")
+	_, err := e.kube.CoreV1().PersistentVolumes().Create(e.ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "ebs"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			ClaimRef:    &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: "default", Name: "c"},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{AWSElasticBlockStore: &corev1.AWSElasticBlockStoreVolumeSource{
+				VolumeID: "aws://us-east-1a/vol-0123456789abcdef0", FSType: "ext4",
+			}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.kube.CoreV1().PersistentVolumeClaims("default").Create(e.ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "default"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(""), VolumeName: "ebs",
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pod("p", "n1", "default", "c")
+	name := attachmentName("vol-0123456789abcdef0", "ebs.csi.aws.com", "n1")
+	var va *storagev1.VolumeAttachment
+	e.eventually("VolumeAttachment "+name, func() bool { va = e.va(name); return va != nil })
+	if va.Spec.Attacher != "ebs.csi.aws.com" || ptr.Deref(va.Spec.Source.PersistentVolumeName, "") != "ebs" {
+		t.Errorf("VolumeAttachment spec = %+v", va.Spec)
+	}
+	e.setStatus(name, storagev1.VolumeAttachmentStatus{Attached: true})
+	e.eventually("volumesAttached", func() bool {
+		got := e.attached("n1")
+		return len(got) == 1 && got[0].Name == "kubernetes.io/csi/ebs.csi.aws.com^vol-0123456789abcdef0"
+	})
+}

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/moorage/moorage/internal/csi/migration"
 )
 
 // Component names the controller in events, as upstream.
@@ -304,7 +306,7 @@ func (c *Controller) claimChanged(obj any) {
 }
 
 func (c *Controller) volumeChanged(obj any) {
-	if pv, ok := obj.(*corev1.PersistentVolume); ok && pv.Spec.CSI != nil && pv.Spec.ClaimRef != nil {
+	if pv, ok := obj.(*corev1.PersistentVolume); ok && pv.Spec.ClaimRef != nil && (pv.Spec.CSI != nil || migration.Translator().IsPVMigratable(pv)) {
 		c.enqueueClaimUsers(pv.Spec.ClaimRef.Namespace, pv.Spec.ClaimRef.Name)
 	}
 }

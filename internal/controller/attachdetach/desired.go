@@ -9,6 +9,8 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/moorage/moorage/internal/csi/migration"
 )
 
 // uniqueNamePrefix starts the kubelet's unique name of a CSI volume,
@@ -104,6 +106,9 @@ func (c *Controller) attachableVolume(pod *corev1.Pod, vol *corev1.Volume) (*cor
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	} else if err != nil {
+		return nil, err
+	}
+	if pv, _, err = migration.AsCSI(pv); err != nil { // in-tree types upstream migrated
 		return nil, err
 	}
 	if pv.Spec.CSI == nil || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.UID != claim.UID {

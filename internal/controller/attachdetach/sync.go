@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	"github.com/moorage/moorage/internal/csi/migration"
 )
 
 // Event reasons, as upstream.
@@ -315,7 +317,8 @@ func (c *Controller) reportAttached(ctx context.Context, node *corev1.Node, vas 
 // uniqueNameOf is the unique volume name of a VolumeAttachment: from its
 // PersistentVolume, or, when that is gone, from what the node reports.
 func (c *Controller) uniqueNameOf(node *corev1.Node, va *storagev1.VolumeAttachment) (corev1.UniqueVolumeName, bool) {
-	if pv, err := c.pvs.Get(*va.Spec.Source.PersistentVolumeName); err == nil && pv.Spec.CSI != nil {
+	if pv, err := c.pvs.Get(*va.Spec.Source.PersistentVolumeName); err == nil && asCSI(pv).Spec.CSI != nil {
+		pv = asCSI(pv)
 		if attachmentName(pv.Spec.CSI.VolumeHandle, pv.Spec.CSI.Driver, node.Name) == va.Name {
 			return uniqueName(pv.Spec.CSI.Driver, pv.Spec.CSI.VolumeHandle), true
 		}
@@ -396,4 +399,13 @@ func (t *timer) at(d time.Duration) {
 	if d > 0 && (t.d == 0 || d < t.d) {
 		t.d = d
 	}
+}
+
+// asCSI is pv as the CSI plugin sees it (translated when of an in-tree
+// type upstream migrated), or pv itself if it cannot be translated.
+func asCSI(pv *corev1.PersistentVolume) *corev1.PersistentVolume {
+	if csiPV, ok, err := migration.AsCSI(pv); err == nil && ok {
+		return csiPV
+	}
+	return pv
 }

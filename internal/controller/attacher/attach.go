@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/moorage/moorage/internal/csi"
+	"github.com/moorage/moorage/internal/csi/migration"
 )
 
 // maxErrorMessage is the API's limit on a VolumeError message.
@@ -200,6 +201,12 @@ func (c *Controller) volumeSpec(va *storagev1.VolumeAttachment) (*corev1.Persist
 		pv, err := c.pvLister.Get(*src.PersistentVolumeName)
 		if err != nil {
 			return nil, nil, err
+		}
+		// An in-tree type upstream migrated is attached as its CSI
+		// translation (external-attacher's migration). The finalizer
+		// still goes on the PV object itself.
+		if csiPV, ok, err := migration.AsCSI(pv); err == nil && ok {
+			return pv, &csiPV.Spec, nil
 		}
 		return pv, &pv.Spec, nil
 	case src.InlineVolumeSpec != nil:

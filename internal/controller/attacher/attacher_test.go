@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
@@ -245,5 +246,41 @@ func TestAttachReadOnlyBlockAndDeletedPV(t *testing.T) {
 	})
 	if n := len(d.published()); n != 1 {
 		t.Errorf("%d ControllerPublishVolume calls, want 1", n)
+	}
+}
+
+// A VolumeAttachment of an in-tree volume upstream migrated (the seeds'
+// awsElasticBlockStore) reaches ebs.csi.aws.com's ControllerPublish with
+// the translated volume handle; the finalizer goes on the PV itself.
+func TestAttachMigratedInTreeVolume(t *testing.T) {
+	e := newEnv(t)
+	d := &fakeDriver{publish: true}
+	e.run(d.serve(t), Options{DriverName: "ebs.csi.aws.com"})
+	e.node("n1", "")
+	cn, err := e.kube.StorageV1().CSINodes().Get(e.ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn.Spec.Drivers = []storagev1.CSINodeDriver{{Name: "ebs.csi.aws.com", NodeID: "i-0abc"}}
+	if _, err := e.kube.StorageV1().CSINodes().Update(e.ctx, cn, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.volume("ebs", "", func(pv *corev1.PersistentVolume) {
+		pv.Spec.CSI = nil
+		pv.Spec.AWSElasticBlockStore = &corev1.AWSElasticBlockStoreVolumeSource{VolumeID: "aws://us-east-1a/vol-0123456789abcdef0", FSType: "ext4"}
+	})
+	if _, err := e.kube.StorageV1().VolumeAttachments().Create(e.ctx, &storagev1.VolumeAttachment{
+		ObjectMeta: metav1.ObjectMeta{Name: "va-ebs"},
+		Spec: storagev1.VolumeAttachmentSpec{Attacher: "ebs.csi.aws.com", NodeName: "n1",
+			Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptr.To("ebs")}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAttached("va-ebs")
+	if got := d.published(); len(got) != 1 || got[0].VolumeId != "vol-0123456789abcdef0" {
+		t.Errorf("ControllerPublishVolume calls: %v", got)
+	}
+	if pv := e.pv("ebs"); !slices.Contains(pv.Finalizers, "external-attacher/ebs-csi-aws-com") {
+		t.Errorf("PV finalizers = %v", pv.Finalizers)
 	}
 }
