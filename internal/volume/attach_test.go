@@ -213,10 +213,10 @@ func TestCSIAttachAndSecrets(t *testing.T) {
 		status *storagev1.VolumeAttachmentStatus
 		want   string
 	}{
-		{nil, `MountVolume.WaitForAttach failed for volume "v" : volume vol-1 has GET error for volume attachment ` + va + `: volumeattachments.storage.k8s.io "` + va + `" not found`},
+		{nil, `MountVolume.WaitForAttach failed for volume "pv-a" : volume vol-1 has GET error for volume attachment ` + va + `: volumeattachments.storage.k8s.io "` + va + `" not found`},
 		{&storagev1.VolumeAttachmentStatus{AttachError: &storagev1.VolumeError{Message: "rpc error: code = Internal desc = the array is busy"}},
-			`MountVolume.WaitForAttach failed for volume "v" : rpc error: code = Internal desc = the array is busy`},
-		{&storagev1.VolumeAttachmentStatus{}, `MountVolume.WaitForAttach failed for volume "v" : volume vol-1 is not attached for volume attachment ` + va},
+			`MountVolume.WaitForAttach failed for volume "pv-a" : rpc error: code = Internal desc = the array is busy`},
+		{&storagev1.VolumeAttachmentStatus{}, `MountVolume.WaitForAttach failed for volume "pv-a" : volume vol-1 is not attached for volume attachment ` + va},
 	} {
 		if tc.status != nil {
 			api.setAttachment(va, *tc.status)
@@ -231,12 +231,12 @@ func TestCSIAttachAndSecrets(t *testing.T) {
 
 	// Attached: the secrets are read, the stage one first.
 	api.setAttachment(va, storagev1.VolumeAttachmentStatus{Attached: true, AttachmentMetadata: map[string]string{"devicePath": "/dev/sdz"}})
-	want := `MountVolume.MountDevice failed for volume "v" : fetching NodeStageSecretRef default/stage failed: kubernetes.io/csi: failed to find the secret stage in the namespace default with error: secrets "stage" not found`
+	want := `MountVolume.MountDevice failed for volume "pv-a" : fetching NodeStageSecretRef default/stage failed: kubernetes.io/csi: failed to find the secret stage in the namespace default with error: secrets "stage" not found`
 	if got := setUpErr(t, e.m, p); got != want {
 		t.Errorf("no stage secret:\n got %s\nwant %s", got, want)
 	}
 	e.get.putSecret(secretOf("stage", map[string]string{"chap": "stage-secret"}))
-	want = `MountVolume.SetUp failed for volume "v" : fetching NodePublishSecretRef default/publish failed: kubernetes.io/csi: failed to find the secret publish in the namespace default with error: secrets "publish" not found`
+	want = `MountVolume.SetUp failed for volume "pv-a" : fetching NodePublishSecretRef default/publish failed: kubernetes.io/csi: failed to find the secret publish in the namespace default with error: secrets "publish" not found`
 	if got := setUpErr(t, e.m, p); got != want {
 		t.Errorf("no publish secret:\n got %s\nwant %s", got, want)
 	}

@@ -31,6 +31,18 @@ func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, volName, clai
 	if err != nil {
 		return Mounted{}, &Error{Volume: volName, Err: fmt.Errorf("error processing PVC %s/%s: %w", pod.Namespace, claimName, err)}
 	}
+	mt, err := m.setUpPV(ctx, pod, volName, pvc, pv, readOnly)
+	var e *Error
+	if errors.As(err, &e) && e.Op != "" && e.Volume == volName {
+		// The kubelet's operations name a claim's volume by its
+		// PersistentVolume ("MountVolume.SetUp failed for volume "pv-1"").
+		e.Volume = pv.Name
+	}
+	return mt, err
+}
+
+// setUpPV sets up the claim's bound volume pv for the pod.
+func (m *Manager) setUpPV(ctx context.Context, pod *corev1.Pod, volName string, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume, readOnly bool) (Mounted, error) {
 	if err := checkNodeAffinity(pv, m.opts.NodeName, m.nodeLabels()); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: "MountVolume.NodeAffinity check", Err: err}
 	}

@@ -105,9 +105,9 @@ func TestClaimResolutionErrors(t *testing.T) {
 		"deleting": `volume "data": error processing PVC default/deleting: PVC is being deleted`,
 		"no-ref":   `volume "data": error processing PVC default/no-ref: found PV object pv-no-ref but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim`,
 		"other":    `volume "data": error processing PVC default/other: found PV object pv-other but its pv.Spec.ClaimRef.UID someone-else does not point to claim.UID uid-other`,
-		"csi":      `MountVolume.MountDevice failed for volume "data" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name hostpath.csi.k8s.io not found in the list of registered CSI drivers`,
+		"csi":      `MountVolume.MountDevice failed for volume "pv-csi" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name hostpath.csi.k8s.io not found in the list of registered CSI drivers`,
 		"nfs":      `volume "data": PersistentVolume "pv-nfs" is a nfs volume, which moorage cannot mount in-tree (it mounts hostPath and local volumes itself; other storage is reached through a CSI driver)`,
-		"far":      `MountVolume.NodeAffinity check failed for volume "data" : no matching NodeSelectorTerms`,
+		"far":      `MountVolume.NodeAffinity check failed for volume "pv-far" : no matching NodeSelectorTerms`,
 		"hp-block": `volume "data": error processing PVC default/hp-block: volume data has volumeMode Block, but is specified in volumeMounts`,
 	} {
 		if got := setUpErr(t, e.m, newPod("p", claimVolume("data", claimName, false))); got != want {
@@ -177,7 +177,7 @@ func TestClaimOnLocalDirectory(t *testing.T) {
 	alpha.Spec.NodeAffinity = nil
 	alpha.Annotations = map[string]string{alphaNodeAffinityAnnotation: `{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"kubernetes.io/hostname","operator":"In","values":["node-9"]}]}]}}`}
 	e.get.bind(claim("alpha"), alpha)
-	if got := setUpErr(t, e.m, newPod("p", claimVolume("a", "alpha", false))); got != `MountVolume.NodeAffinity check failed for volume "a" : no matching NodeSelectorTerms` {
+	if got := setUpErr(t, e.m, newPod("p", claimVolume("a", "alpha", false))); got != `MountVolume.NodeAffinity check failed for volume "local-alpha" : no matching NodeSelectorTerms` {
 		t.Errorf("alpha node affinity: %s", got)
 	}
 }

@@ -245,7 +245,7 @@ func TestCSIFilesystemVolume(t *testing.T) {
 	f.setRegistered(false)
 	a := newPod("a", claimVolume("v", "data", false))
 	_, err := e.m.SetUp(ctx, a)
-	want := `MountVolume.MountDevice failed for volume "v" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name local.csi.moorage.io not found in the list of registered CSI drivers`
+	want := `MountVolume.MountDevice failed for volume "pv-fs" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name local.csi.moorage.io not found in the list of registered CSI drivers`
 	if err == nil || err.Error() != want || EventReason(err) != "FailedMount" {
 		t.Fatalf("unregistered driver: %v (reason %s), want %s", err, EventReason(err), want)
 	}
@@ -395,7 +395,7 @@ func TestCSIBlockVolume(t *testing.T) {
 	f.setRegistered(false)
 	q := blockPod("q", "raw")
 	_, err = e.m.SetUp(ctx, q)
-	want := `MapVolume.SetUpDevice failed for volume "data" : kubernetes.io/csi: blockMapper.SetUpDevice failed to get CSI client: driver name local.csi.moorage.io not found in the list of registered CSI drivers`
+	want := `MapVolume.SetUpDevice failed for volume "pv-blk" : kubernetes.io/csi: blockMapper.SetUpDevice failed to get CSI client: driver name local.csi.moorage.io not found in the list of registered CSI drivers`
 	if err == nil || err.Error() != want || EventReason(err) != "FailedMapVolume" {
 		t.Errorf("unregistered driver: %v (reason %s), want %s", err, EventReason(err), want)
 	}
@@ -454,7 +454,7 @@ func TestCSIFSGroupPolicy(t *testing.T) {
 	// The CSIDriver cannot be read: the kubelet's error, nothing staged.
 	policyErr = errors.New("etcdserver: request timed out")
 	p := newPod("p", claimVolume("v", "g", false))
-	want := `MountVolume.SetUp failed for volume "v" : kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: etcdserver: request timed out`
+	want := `MountVolume.SetUp failed for volume "pv-g" : kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: etcdserver: request timed out`
 	if got := setUpErr(t, e.m, p); got != want {
 		t.Errorf("CSIDriver read error:\n got %s\nwant %s", got, want)
 	}

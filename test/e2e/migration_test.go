@@ -55,8 +55,7 @@ spec:
 // TestCSIMigrationNamesTheDriver: an awsElasticBlockStore volume binds as
 // any volume, and its pod is set up through the CSI driver upstream
 // migrated the type to; with no such driver on the node, the pod's event
-// names it in the kubelet's words. (The kubelet names the PV in "for
-// volume %q"; moorage names the pod's volume, as in its other mount events.)
+// names it in the kubelet's words.
 func TestCSIMigrationNamesTheDriver(t *testing.T) {
 	requireE2E(t)
 	t.Parallel()
@@ -68,7 +67,7 @@ func TestCSIMigrationNamesTheDriver(t *testing.T) {
 		"persistentvolume/ebs-pv created", "persistentvolumeclaim/ebs-claim created", "pod/ebs-pod created")
 	expectDescribeEventually(t, m, v, podTimeout, []string{"pod", "ebs-pod"},
 		`(?m)^Status:\s+Pending$`,
-		`(?m)^\s+Warning\s+FailedMount\s+.*`+regexp.QuoteMeta(`MountVolume.MountDevice failed for volume "data" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name ebs.csi.aws.com not found in the list of registered CSI drivers`))
+		`(?m)^\s+Warning\s+FailedMount\s+.*`+regexp.QuoteMeta(`MountVolume.MountDevice failed for volume "ebs-pv" : kubernetes.io/csi: attacher.MountDevice failed to create newCsiDriverClient: driver name ebs.csi.aws.com not found in the list of registered CSI drivers`))
 	r := m.kubectl(t, v, "get", "pvc", "ebs-claim")
 	checkCol(t, r, "STATUS", "Bound", "ebs-claim")
 	expectOK(t, m.kubectl(t, v, "delete", "pod", "ebs-pod", "--wait=true", "--timeout="+(30*time.Second).String()))
