@@ -164,9 +164,12 @@ func (m *Manager) mountCSI(ctx context.Context, pod *corev1.Pod, volName string,
 	if err != nil {
 		return setUpFail(fmt.Errorf("kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: %w", err))
 	}
-	info, err := m.csiPodInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
+	info, modeErr, err := m.csiPublishInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
 	if err != nil {
 		return setUpFail(fmt.Errorf("kubernetes.io/csi: mounter.SetUpAt failed to assemble volume attributes: %w", err))
+	}
+	if modeErr != nil {
+		return Mounted{}, &Error{Volume: volName, Op: "MountVolume.NewMounter initialization", Err: modeErr}
 	}
 	v.podInfo = info
 	record := filepath.Join(filepath.Dir(target), volDataFileName)
@@ -203,9 +206,12 @@ func (m *Manager) mapCSIBlock(ctx context.Context, pod *corev1.Pod, volName stri
 	if err := ensureSymlink(target, m.csiPodDeviceLink(pod.UID, v.pv.Name)); err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: stageOp, Err: err}
 	}
-	info, err := m.csiPodInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
+	info, modeErr, err := m.csiPublishInfo(ctx, v.src.Driver, pod) // csi_podinfo.go
 	if err != nil {
 		return Mounted{}, &Error{Volume: volName, Op: "MapVolume.MapPodDevice", Err: fmt.Errorf("kubernetes.io/csi: blockMapper.publishVolumeForBlock failed to assemble volume attributes: %w", err)}
+	}
+	if modeErr != nil {
+		return Mounted{}, &Error{Volume: volName, Op: "MapVolume.NewBlockVolumeMapper initialization", Err: modeErr}
 	}
 	v.podInfo = info
 	if err := m.stageAndPublish(ctx, volName, v, m.csiBlockStaging(v.pv.Name), target, blockOps, "block device", isBlockDeviceFile); err != nil {

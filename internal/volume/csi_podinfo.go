@@ -2,9 +2,12 @@ package volume
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -19,21 +22,26 @@ const (
 	podInfoEphemeral      = "csi.storage.k8s.io/ephemeral"
 )
 
-// csiPodInfo is the pod information to pass to driver, or nil if its
-// CSIDriver does not ask for it (or there is none).
-func (m *Manager) csiPodInfo(ctx context.Context, driver string, pod *corev1.Pod) (map[string]string, error) {
+// csiPublishInfo reads the driver's CSIDriver object for a persistent
+// volume's publication: the pod information to pass if it asks for
+// podInfoOnMount (nil otherwise, or without an object), and the kubelet's
+// refusal if its volumeLifecycleModes leave out Persistent.
+func (m *Manager) csiPublishInfo(ctx context.Context, driver string, pod *corev1.Pod) (podInfo map[string]string, modeErr, err error) {
 	if m.opts.CSIDriver == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	d, err := m.opts.CSIDriver(ctx, driver)
 	if apierrors.IsNotFound(err) || (err == nil && d == nil) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if modes := d.Spec.VolumeLifecycleModes; len(modes) > 0 && !slices.Contains(modes, storagev1.VolumeLifecyclePersistent) {
+		return nil, fmt.Errorf("volume mode %q not supported by driver %s (only supports %q)", storagev1.VolumeLifecyclePersistent, driver, modes), nil
 	}
 	if d.Spec.PodInfoOnMount == nil || !*d.Spec.PodInfoOnMount {
-		return nil, nil
+		return nil, nil, nil
 	}
 	return map[string]string{
 		podInfoName:           pod.Name,
@@ -41,7 +49,7 @@ func (m *Manager) csiPodInfo(ctx context.Context, driver string, pod *corev1.Pod
 		podInfoUID:            string(pod.UID),
 		podInfoServiceAccount: pod.Spec.ServiceAccountName,
 		podInfoEphemeral:      "false", // inline (ephemeral) CSI volumes are not served
-	}, nil
+	}, nil, nil
 }
 
 // publishContext is the volume context of NodePublishVolume: the volume's

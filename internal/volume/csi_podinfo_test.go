@@ -37,9 +37,9 @@ func TestCSIPodInfoOnMount(t *testing.T) {
 		{"noinfo.example.com", attrs},
 		{"none.example.com", attrs},
 	} {
-		info, err := m.csiPodInfo(context.Background(), tc.driver, pod)
-		if err != nil {
-			t.Fatal(err)
+		info, modeErr, err := m.csiPublishInfo(context.Background(), tc.driver, pod)
+		if err != nil || modeErr != nil {
+			t.Fatal(err, modeErr)
 		}
 		v := &csiVolume{src: &corev1.CSIPersistentVolumeSource{Driver: tc.driver, VolumeAttributes: attrs}, podInfo: info}
 		got := v.publishContext()
@@ -54,5 +54,10 @@ func TestCSIPodInfoOnMount(t *testing.T) {
 	}
 	if len(attrs) != 1 {
 		t.Errorf("the PV's attributes were changed: %v", attrs)
+	}
+	drivers["ephemeral.example.com"] = &storagev1.CSIDriver{Spec: storagev1.CSIDriverSpec{VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral}}}
+	_, modeErr, err := m.csiPublishInfo(context.Background(), "ephemeral.example.com", pod)
+	if err != nil || modeErr == nil || modeErr.Error() != `volume mode "Persistent" not supported by driver ephemeral.example.com (only supports ["Ephemeral"])` {
+		t.Errorf("a driver of ephemeral volumes only: %v, %v", modeErr, err)
 	}
 }
