@@ -173,34 +173,20 @@ func (c *Controller) Run(ctx context.Context) {
 // connect learns the driver's name and capabilities, retrying until the
 // driver answers or ctx ends.
 func (c *Controller) connect(ctx context.Context) error {
-	delay := c.opts.RetryStart
-	for {
-		err := c.describeDriver(ctx)
-		if err == nil {
-			c.log = c.log.With("driver", c.driver, "trivial", c.trivial)
-			return nil
-		}
-		c.log.Info("CSI driver not ready; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, c.opts.RetryMax)
+	if err := csi.RetryUntilReady(ctx, c.log, c.opts.RetryStart, c.opts.RetryMax, c.describeDriver); err != nil {
+		return err
 	}
+	c.log = c.log.With("driver", c.driver, "trivial", c.trivial)
+	return nil
 }
 
 // describeDriver picks upstream's handler: the CSI one when the driver has
 // the controller service and PUBLISH_UNPUBLISH_VOLUME, the trivial one
 // otherwise.
 func (c *Controller) describeDriver(ctx context.Context) error {
-	name := c.opts.DriverName
-	if name == "" {
-		info, err := c.csi.PluginInfo(ctx)
-		if err != nil {
-			return err
-		}
-		name = info.Name
+	name, err := c.csi.DriverName(ctx, c.opts.DriverName)
+	if err != nil {
+		return err
 	}
 	pluginCaps, err := c.csi.PluginCapabilities(ctx)
 	if err != nil {

@@ -298,31 +298,17 @@ func (c *Controller) Run(ctx context.Context) {
 // connect learns the driver's name and capabilities, retrying until the
 // driver answers or ctx ends.
 func (c *Controller) connect(ctx context.Context) error {
-	delay := c.opts.RetryStart
-	for {
-		err := c.describeDriver(ctx)
-		if err == nil {
-			c.log = c.log.With("driver", c.driver)
-			return nil
-		}
-		c.log.Info("CSI driver not ready; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, c.opts.RetryMax)
+	if err := csi.RetryUntilReady(ctx, c.log, c.opts.RetryStart, c.opts.RetryMax, c.describeDriver); err != nil {
+		return err
 	}
+	c.log = c.log.With("driver", c.driver)
+	return nil
 }
 
 func (c *Controller) describeDriver(ctx context.Context) error {
-	name := c.opts.DriverName
-	if name == "" {
-		info, err := c.csi.PluginInfo(ctx)
-		if err != nil {
-			return err
-		}
-		name = info.Name
+	name, err := c.csi.DriverName(ctx, c.opts.DriverName)
+	if err != nil {
+		return err
 	}
 	pluginCaps, err := c.csi.PluginCapabilities(ctx)
 	if err != nil {

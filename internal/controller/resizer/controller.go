@@ -181,20 +181,11 @@ func (c *Controller) Run(ctx context.Context) {
 // driver answers or ctx ends. supported is false for a driver that can
 // expand nothing; the reason is logged.
 func (c *Controller) connect(ctx context.Context) (supported bool, err error) {
-	delay := c.opts.RetryStart
-	for {
-		supported, err := c.describeDriver(ctx)
-		if err == nil {
-			return supported, nil
-		}
-		c.log.Info("CSI driver not ready; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, c.opts.RetryMax)
-	}
+	err = csi.RetryUntilReady(ctx, c.log, c.opts.RetryStart, c.opts.RetryMax, func(ctx context.Context) error {
+		supported, err = c.describeDriver(ctx)
+		return err
+	})
+	return supported, err
 }
 
 // describeDriver is external-resizer's NewResizerFromClient: the plugin
@@ -202,13 +193,9 @@ func (c *Controller) connect(ctx context.Context) (supported bool, err error) {
 // capability it is a CSI resizer, else with the node one a trivial
 // resizer, else none.
 func (c *Controller) describeDriver(ctx context.Context) (bool, error) {
-	name := c.opts.DriverName
-	if name == "" {
-		info, err := c.csi.PluginInfo(ctx)
-		if err != nil {
-			return false, err
-		}
-		name = info.Name
+	name, err := c.csi.DriverName(ctx, c.opts.DriverName)
+	if err != nil {
+		return false, err
 	}
 	plugin, err := c.csi.PluginCapabilities(ctx)
 	if err != nil {
