@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/moorage/moorage/internal/container"
 	"github.com/moorage/moorage/internal/image"
+	"github.com/moorage/moorage/internal/network"
 	"github.com/moorage/moorage/internal/volume"
 )
 
@@ -93,6 +95,8 @@ type Agent struct {
 
 	runtime *container.Runtime
 	images  *image.Store
+	// net is the node's pod network, once the node has its pod CIDR.
+	net atomic.Pointer[network.Node]
 	// volumes is built by Run once the CSI drivers are registered (their
 	// topology labels are part of the node's), before any pod worker starts.
 	volumes  *volume.Manager
@@ -172,6 +176,8 @@ func (a *Agent) newVolumeManager() *volume.Manager {
 		ReportVolumesInUse: a.reportVolumesInUse,
 		// Node expansion: expand.go.
 		NodeExpand: a.nodeExpand,
+		// Projected service account tokens: token.go.
+		TokenSource: tokenSource{a.client},
 	})
 }
 
@@ -212,6 +218,9 @@ func (a *Agent) readiness() (bool, string) {
 	if a.notReady != "" {
 		return false, a.notReady
 	}
+	if a.runtime != nil && a.net.Load() == nil {
+		return false, "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:moorage: the node has no pod network yet (waiting for its pod CIDR)"
+	}
 	return true, "kubelet is posting ready status"
 }
 
@@ -234,6 +243,39 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer a.events.Shutdown()
+	var services sync.WaitGroup
+	defer func() {
+		services.Wait()
+		if n := a.net.Load(); n != nil {
+			if err := n.CloseIfIdle(); err != nil {
+				a.log.Warn("closing the pod network", "err", err)
+			}
+		}
+	}()
+	netReady := make(chan struct{})
+	services.Go(func() {
+		n, err := a.openNetwork(ctx)
+		close(netReady)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("opening the pod network", "err", err)
+			}
+			return
+		}
+		a.net.Store(n)
+		select { // the node is Ready now: say so at once
+		case a.statusNow <- struct{}{}:
+		default:
+		}
+		a.pruneNetworks()
+		a.serveClusterIPs(ctx, n, &services)
+	})
+	// Pods normally find the network up; past this they wait for it.
+	select {
+	case <-netReady:
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+	}
 	// Deferred before the pod workers start, so it runs after they stop.
 	defer a.startCSI(ctx)()
 	if a.runtime != nil {

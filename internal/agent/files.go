@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -32,38 +31,24 @@ func (a *Agent) logPath(pod *corev1.Pod, name string, attempt int) string {
 }
 
 // writePodFiles writes the pod's /etc/hosts (the kubelet's managed file),
-// /etc/hostname and /etc/resolv.conf (the node's, until the cluster DNS).
-func (a *Agent) writePodFiles(pod *corev1.Pod) error {
+// /etc/hostname and /etc/resolv.conf (network.go) for a pod at address ip.
+func (a *Agent) writePodFiles(pod *corev1.Pod, ip string) error {
 	dir := a.podFilesDir(pod)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	hostname := podHostname(pod)
-	var b strings.Builder
-	b.WriteString("# Kubernetes-managed hosts file.\n")
-	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
-	if pod.Spec.Subdomain != "" {
-		fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.cluster.local\t%s\n", a.ip, hostname, pod.Spec.Subdomain, pod.Namespace, hostname)
-	} else {
-		fmt.Fprintf(&b, "%s\t%s\n", a.ip, hostname)
-	}
-	if len(pod.Spec.HostAliases) > 0 {
-		b.WriteString("\n# Entries added by HostAliases.\n")
-		for _, alias := range pod.Spec.HostAliases {
-			fmt.Fprintf(&b, "%s\t%s\n", alias.IP, strings.Join(alias.Hostnames, "\t"))
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
-		return err
-	}
-	resolv, err := os.ReadFile("/etc/resolv.conf")
+	hosts, err := hostsFile(pod, ip)
 	if err != nil {
-		resolv = nil
+		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), hosts, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(podHostname(pod)+"\n"), 0o644); err != nil {
+		return err
+	}
+	host, _ := os.ReadFile("/etc/resolv.conf")
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), resolvConf(pod, host), 0o644)
 }
 
 // removePodFiles deletes the pod's files and logs once it is gone.

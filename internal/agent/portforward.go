@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/moorage/moorage/internal/network"
 	"github.com/moorage/moorage/internal/streaming"
 )
 
@@ -40,18 +41,26 @@ func (a *Agent) findPod(ns, name string) *corev1.Pod {
 	return nil
 }
 
-// dialPod connects to a port of a pod. Pods share the node's network
-// namespace for now, so that is the node's loopback: 127.0.0.1, then ::1
-// for a server listening on IPv6 only. Once pods have their own network
-// namespaces, this is where to dial inside the pod's.
+// dialPod connects to a port of a pod on its own loopback, as the kubelet
+// does: 127.0.0.1, then ::1 for a server listening on IPv6 only; inside the
+// pod's network namespace unless it uses the node's.
 func (a *Agent) dialPod(ctx context.Context, pod *corev1.Pod, port int32) (net.Conn, error) {
-	var d net.Dialer
+	dial := (&net.Dialer{}).DialContext
+	if n := a.net.Load(); n != nil && !pod.Spec.HostNetwork {
+		p, ok := n.Lookup(string(pod.UID))
+		if !ok {
+			return nil, fmt.Errorf("pod %s/%s has no network yet", pod.Namespace, pod.Name)
+		}
+		dial = func(ctx context.Context, nw, addr string) (net.Conn, error) {
+			return network.DialIn(ctx, p.NetNS, nw, addr)
+		}
+	}
 	p := strconv.Itoa(int(port))
-	c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", p))
+	c, err := dial(ctx, "tcp4", net.JoinHostPort("127.0.0.1", p))
 	if err == nil {
 		return c, nil
 	}
-	if c6, err6 := d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", p)); err6 == nil {
+	if c6, err6 := dial(ctx, "tcp6", net.JoinHostPort("::1", p)); err6 == nil {
 		return c6, nil
 	}
 	return nil, err

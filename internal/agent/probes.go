@@ -125,7 +125,7 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		ok, msg := a.runProbe(ctx, c, id, p, timeout)
+		ok, msg := a.runProbe(ctx, pod, c, id, p, timeout)
 		if ctx.Err() != nil {
 			return
 		}
@@ -156,9 +156,9 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 }
 
 // runProbe runs one check: exec (exit 0), httpGet (2xx or 3xx) or
-// tcpSocket (connects). Pods share the node's network for now, so ports
-// are the node's.
-func (a *Agent) runProbe(ctx context.Context, c *corev1.Container, id string, p *corev1.Probe, timeout time.Duration) (bool, string) {
+// tcpSocket (connects), to the pod's IP unless the probe names a host, as
+// the kubelet does.
+func (a *Agent) runProbe(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id string, p *corev1.Probe, timeout time.Duration) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	switch {
@@ -187,7 +187,7 @@ func (a *Agent) runProbe(ctx context.Context, c *corev1.Container, id string, p 
 		}
 		host := g.Host
 		if host == "" {
-			host = "127.0.0.1"
+			host = a.probeHost(pod)
 		}
 		scheme := strings.ToLower(string(g.Scheme))
 		if scheme == "" {
@@ -207,7 +207,8 @@ func (a *Agent) runProbe(ctx context.Context, c *corev1.Container, id string, p 
 			req.Header.Set(h.Name, h.Value)
 		}
 		client := &http.Client{
-			Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
+				DialContext: a.probeDialer(pod)},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 		resp, err := client.Do(req)
@@ -226,9 +227,9 @@ func (a *Agent) runProbe(ctx context.Context, c *corev1.Container, id string, p 
 		}
 		host := p.TCPSocket.Host
 		if host == "" {
-			host = "127.0.0.1"
+			host = a.probeHost(pod)
 		}
-		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		conn, err := a.probeDialer(pod)(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			return false, err.Error()
 		}
@@ -258,4 +259,22 @@ func resolvePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("couldn't find port: %v in %v", p.StrVal, c.Name)
+}
+
+// probeHost is where probes go by default: the pod's IP (the node's
+// loopback for hostNetwork pods).
+func (a *Agent) probeHost(pod *corev1.Pod) string {
+	if ip := a.podIP(pod); ip != "" && !pod.Spec.HostNetwork {
+		return ip
+	}
+	return "127.0.0.1"
+}
+
+// probeDialer dials from where the kubelet would: the node. Pods on the
+// pod network are reached from the node's network namespace.
+func (a *Agent) probeDialer(pod *corev1.Pod) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n := a.net.Load(); n != nil && !pod.Spec.HostNetwork {
+		return n.Dial
+	}
+	return (&net.Dialer{}).DialContext
 }

@@ -91,8 +91,10 @@ func (a *Agent) podStatus(w *podWorker, pod *corev1.Pod) corev1.PodStatus {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	s := corev1.PodStatus{
 		HostIP: a.ip, HostIPs: []corev1.HostIP{{IP: a.ip}},
-		PodIP: a.ip, PodIPs: []corev1.PodIP{{IP: a.ip}},
 		StartTime: w.startTime, QOSClass: pod.Status.QOSClass,
+	}
+	if ip := a.podIP(pod); ip != "" {
+		s.PodIP, s.PodIPs = ip, []corev1.PodIP{{IP: ip}}
 	}
 	initDone := true
 	var unready, uninitialized []string

@@ -148,10 +148,19 @@ func (a *Agent) ensureSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod
 	if w.sandbox {
 		return nil
 	}
-	if err := a.writePodFiles(pod); err != nil {
+	net, err := a.podNetwork(pod)
+	if err != nil {
 		return err
 	}
-	if err := a.runtime.CreateSandbox(ctx, container.SandboxSpec{ID: string(pod.UID), Hostname: podHostname(pod)}); err != nil {
+	spec := container.SandboxSpec{ID: string(pod.UID), Hostname: podHostname(pod)}
+	ip := a.ip
+	if net != nil {
+		spec.NetNS, ip = net.NetNS, net.IP.String()
+	}
+	if err := a.writePodFiles(pod, ip); err != nil {
+		return err
+	}
+	if err := a.runtime.CreateSandbox(ctx, spec); err != nil {
 		return err
 	}
 	w.sandbox = true
@@ -266,6 +275,10 @@ func (a *Agent) terminatePod(ctx context.Context, w *podWorker, pod *corev1.Pod,
 	}
 	if err := a.runtime.RemoveSandbox(ctx, string(pod.UID)); err != nil {
 		a.log.Warn("removing sandbox", "pod", pod.Name, "err", err)
+		return false
+	}
+	if err := a.detachNetwork(string(pod.UID)); err != nil {
+		a.log.Warn("removing the pod's network", "pod", pod.Name, "err", err)
 		return false
 	}
 	if err := a.volumes.TearDown(ctx, pod.UID); err != nil {

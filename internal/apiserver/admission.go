@@ -44,6 +44,9 @@ func (s *Server) admitCreate(ctx context.Context, obj runtime.Object) ([]string,
 		o.Finalizers = withFinalizer(o.Finalizers, pvProtectionFinalizer)
 	case *corev1.Pod:
 		addDefaultTolerations(o)
+		if err := s.admitServiceAccount(ctx, o); err != nil {
+			return nil, err
+		}
 		return s.admitPodSecurity(ctx, o, nil)
 	case *corev1.Namespace:
 		return s.admitNamespaceSecurity(ctx, o, nil)

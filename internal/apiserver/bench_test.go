@@ -92,7 +92,7 @@ func BenchmarkList10000(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		l, err := c.CoreV1().ConfigMaps("default").List(context.Background(), metav1.ListOptions{})
-		if err != nil || len(l.Items) != 10000 {
+		if err != nil || len(l.Items) < 10000 { // and kube-root-ca.crt
 			b.Fatalf("%v, %d items", err, len(l.Items))
 		}
 	}

@@ -57,6 +57,9 @@ func (s *Server) createBinding(w http.ResponseWriter, r *http.Request, req *requ
 			return nil, apierrors.NewConflict(req.res.GroupResource(), req.name, fmt.Errorf("pod %v is already assigned to node %q", pod.Name, pod.Spec.NodeName))
 		}
 		pod.Spec.NodeName = binding.Target.Name
+		// Not conditional on the pod's resourceVersion: a race with
+		// another writer (the scheduler's status) is retried, as upstream.
+		pod.ResourceVersion = ""
 		for k, v := range binding.Annotations {
 			if pod.Annotations == nil {
 				pod.Annotations = map[string]string{}

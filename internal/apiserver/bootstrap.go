@@ -51,6 +51,9 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 	if err := s.ensure(ctx, "services", svc, false); err != nil {
 		return err
 	}
+	if err := s.ensure(ctx, "services", kubeDNSService(), false); err != nil {
+		return err
+	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil || addr.IsLoopback() || addr.IsUnspecified() {
 		// Endpoints may not point at loopback (upstream's validation): a
@@ -78,6 +81,27 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		slice.AddressType = discoveryv1.AddressTypeIPv6
 	}
 	return s.ensure(ctx, "endpointslices", slice, true)
+}
+
+// ClusterDNS is the address of the cluster DNS server (upstream's usual
+// kube-dns Service IP). Every agent answers there for its pods, in the
+// node's pod network (internal/agent), so the Service has no endpoints.
+var ClusterDNS = netip.MustParseAddr("10.96.0.10")
+
+// kubeDNSService is the kube-dns Service that clusters have, so that
+// `kubectl get svc -n kube-system` shows where names are served.
+func kubeDNSService() *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: metav1.NamespaceSystem,
+			Labels: map[string]string{"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP, ClusterIP: ClusterDNS.String(),
+			Ports: []corev1.ServicePort{
+				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(53)},
+				{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(53)},
+			},
+		},
+	}
 }
 
 // ensure creates obj if it is missing; with refresh, it also replaces the

@@ -46,7 +46,7 @@ func TestProtobufCreateAndRead(t *testing.T) {
 	if got.UID == "" || got.ResourceVersion == "" || got.Data["k"] != "v" {
 		t.Fatalf("created object lacks system fields or data: %+v", got)
 	}
-	list, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{})
+	list, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{FieldSelector: notRootCA})
 	if err != nil || len(list.Items) != 1 || list.ResourceVersion == "" {
 		t.Fatalf("protobuf list: %v %+v", err, list)
 	}

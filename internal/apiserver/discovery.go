@@ -126,6 +126,9 @@ func subresources(r *registry.Resource) []subresourceInfo {
 			subresourceInfo{"log", schema.GroupVersionKind{Version: "v1", Kind: "Pod"}, []string{"get"}},
 			subresourceInfo{"portforward", schema.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}})
 	}
+	if r.Plural == "serviceaccounts" && r.GVK.Group == "" {
+		out = append(out, subresourceInfo{"token", tokenRequestKind, []string{"create"}})
+	}
 	if r.Scale != nil {
 		out = append(out, subresourceInfo{"scale", schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}, []string{"get", "patch", "update"}})
 	}

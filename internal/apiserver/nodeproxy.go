@@ -124,7 +124,10 @@ func (l *logWriter) WriteHeader(code int) {
 	l.status = code
 	if code < 300 {
 		l.w.WriteHeader(code)
+		return
 	}
+	// The Status written instead has its own length.
+	l.w.Header().Del("Content-Length")
 }
 
 func (l *logWriter) Write(p []byte) (int, error) {

@@ -15,7 +15,7 @@ type request struct {
 	res         *registry.Resource
 	namespace   string // "" for cluster-scoped resources and all-namespace lists
 	name        string // "" for collection requests
-	subresource string // "", "status", "scale", "finalize", "binding"
+	subresource string // "", "status", "scale", "finalize", "binding", "token", pod proxies
 	watchPath   bool   // the legacy /watch/ path prefix
 	// createOnMissing lets an update create the object (server-side apply).
 	createOnMissing bool
@@ -111,6 +111,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 	switch {
 	case podProxySubresources[req.subresource] != "" && req.res.Plural == "pods":
 		err = s.servePodProxy(w, r, req)
+	case req.subresource == "token":
+		err = s.createToken(w, r, req)
 	case r.Method == http.MethodGet && req.name == "" && isWatch:
 		err = s.watch(w, r, req)
 	case r.Method == http.MethodGet && req.name == "":

@@ -47,7 +47,7 @@ func TestListPagingIsConsistent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	page1, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{Limit: 2})
+	page1, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{Limit: 2, FieldSelector: notRootCA})
 	if err != nil || len(page1.Items) != 2 || page1.Continue == "" {
 		t.Fatalf("page 1: %v, %d items, continue %q", err, len(page1.Items), page1.Continue)
 	}
@@ -62,7 +62,7 @@ func TestListPagingIsConsistent(t *testing.T) {
 	}
 	cont := page1.Continue
 	for cont != "" {
-		p, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{Limit: 2, Continue: cont})
+		p, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{Limit: 2, Continue: cont, FieldSelector: notRootCA})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,11 @@
 //
 // It is generic over the resources of package registry and keeps objects in a
 // store.Store; nothing else in moorage reaches the store.
+//
+// Requests authenticate with a bearer token: the admin token, a bootstrap
+// token, or a service account token from the TokenRequest API (authn.go).
+// There is no authorization (RBAC) in moorage: a valid service account or
+// bootstrap token is served like the admin token for now.
 package apiserver
 
 import (
@@ -29,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/moorage/moorage/internal/registry"
+	"github.com/moorage/moorage/internal/serviceaccount"
 	"github.com/moorage/moorage/internal/store"
 )
 
@@ -40,8 +46,13 @@ type Config struct {
 	Store    store.Store
 	Registry *registry.Registry
 	Scheme   *runtime.Scheme
-	// Authenticate reports whether a bearer token is valid.
+	// Authenticate reports whether a bearer token is the admin's (see
+	// authn.go for the other tokens the server accepts).
 	Authenticate func(token string) bool
+	// ServiceAccountTokens signs the tokens of the TokenRequest API
+	// (serviceaccounts/NAME/token) and checks them on requests; nil
+	// serves neither.
+	ServiceAccountTokens *serviceaccount.Signer
 	// OpenAPI serves /openapi/...; nil answers 404.
 	OpenAPI http.Handler
 	// Version is served at /version.
@@ -116,7 +127,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.cfg.Version)
 		return
 	}
-	if !s.authenticated(r) {
+	if !s.authenticated(r) && !anonymousAllowed(r, path) {
 		s.writeError(w, r, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
@@ -139,15 +150,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeError(w, r, pathNotFound(path))
-}
-
-func (s *Server) authenticated(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		return false
-	}
-	return s.cfg.Authenticate(strings.TrimSpace(token))
 }
 
 // TokenAuthenticator returns an Authenticate func accepting exactly tokens.

@@ -55,11 +55,11 @@ func TestServiceAllocation(t *testing.T) {
 	}
 	wg.Wait()
 
-	fixed, err := svcs.Create(ctx, service("fixed", "10.96.0.10", ""), metav1.CreateOptions{})
-	if err != nil || fixed.Spec.ClusterIPs[0] != "10.96.0.10" {
+	fixed, err := svcs.Create(ctx, service("fixed", "10.96.0.42", ""), metav1.CreateOptions{})
+	if err != nil || fixed.Spec.ClusterIPs[0] != "10.96.0.42" {
 		t.Fatalf("a requested IP: %v", err)
 	}
-	_, err = svcs.Create(ctx, service("clash", "10.96.0.10", ""), metav1.CreateOptions{})
+	_, err = svcs.Create(ctx, service("clash", "10.96.0.42", ""), metav1.CreateOptions{})
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "provided IP is already allocated") {
 		t.Fatalf("a taken IP: want 422, got %v", err)
 	}
@@ -69,7 +69,7 @@ func TestServiceAllocation(t *testing.T) {
 	if err := svcs.Delete(ctx, "fixed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svcs.Create(ctx, service("again", "10.96.0.10", ""), metav1.CreateOptions{}); err != nil {
+	if _, err := svcs.Create(ctx, service("again", "10.96.0.42", ""), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("the IP of a deleted Service is free again: %v", err)
 	}
 

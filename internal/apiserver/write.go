@@ -419,7 +419,14 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 	}
 	switch req.subresource {
 	case "status":
+		annotations, finalizers, owners := om.GetAnnotations(), om.GetFinalizers(), om.GetOwnerReferences()
 		registry.KeepAllButStatus(obj, cur)
+		if res.StatusWritesMetadata {
+			om = m(obj)
+			om.SetAnnotations(annotations)
+			om.SetFinalizers(finalizers)
+			om.SetOwnerReferences(owners)
+		}
 		if res.PrepareForStatusUpdate != nil {
 			res.PrepareForStatusUpdate(obj, cur)
 		}

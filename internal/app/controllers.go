@@ -9,63 +9,112 @@ import (
 
 	"github.com/moorage/moorage/internal/controller/attachdetach"
 	"github.com/moorage/moorage/internal/controller/binder"
+	"github.com/moorage/moorage/internal/controller/daemonset"
+	"github.com/moorage/moorage/internal/controller/deployment"
+	"github.com/moorage/moorage/internal/controller/endpoints"
+	"github.com/moorage/moorage/internal/controller/endpointslice"
 	"github.com/moorage/moorage/internal/controller/gc"
 	"github.com/moorage/moorage/internal/controller/namespace"
+	"github.com/moorage/moorage/internal/controller/nodeipam"
 	"github.com/moorage/moorage/internal/controller/nodelifecycle"
 	"github.com/moorage/moorage/internal/controller/podgc"
 	"github.com/moorage/moorage/internal/controller/protection"
+	"github.com/moorage/moorage/internal/controller/replicaset"
+	"github.com/moorage/moorage/internal/controller/statefulset"
 	"github.com/moorage/moorage/internal/controller/tainteviction"
 	"github.com/moorage/moorage/internal/registry"
 	"github.com/moorage/moorage/internal/scheduler"
 )
 
-// startControllers starts the server's reconcile loops, each on its own
-// client of the API, as any controller would run against Kubernetes.
-func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, reg *registry.Registry, log *slog.Logger) error {
-	collector, err := gc.New(cfg, reg, log, gc.Options{})
-	if err != nil {
-		return err
+// runner is a reconcile loop: it runs until ctx is done.
+type runner interface{ Run(ctx context.Context) }
+
+// controllers are the server's reconcile loops by upstream's names (the
+// names ServerOptions.WithoutControllers takes), each on its own client of
+// the API, as any controller would run against Kubernetes.
+func controllers(reg *registry.Registry) []struct {
+	name  string
+	build func(cfg *rest.Config, log *slog.Logger) (runner, error)
+} {
+	type c = struct {
+		name  string
+		build func(cfg *rest.Config, log *slog.Logger) (runner, error)
 	}
-	namespaces, err := namespace.New(cfg, reg, log, namespace.Options{})
-	if err != nil {
-		return err
+	return []c{
+		{"node-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return nodelifecycle.New(cfg, log, nodelifecycle.Options{})
+		}},
+		{nodeipam.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return nodeipam.New(cfg, log, nodeipam.Options{})
+		}},
+		{tainteviction.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return tainteviction.New(cfg, log)
+		}},
+		{podgc.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return podgc.New(cfg, log, podgc.Options{})
+		}},
+		{attachdetach.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return attachdetach.New(cfg, log, attachdetach.Options{})
+		}},
+		{scheduler.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return scheduler.New(cfg, log, scheduler.Options{})
+		}},
+		{binder.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return binder.New(cfg, log, binder.Options{})
+		}},
+		{"pvc-protection-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return protection.New(cfg, reg, log, protection.Options{})
+		}},
+		{"garbage-collector-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return gc.New(cfg, reg, log, gc.Options{})
+		}},
+		{"namespace-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return namespace.New(cfg, reg, log, namespace.Options{})
+		}},
+		{replicaset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return replicaset.New(cfg, log, replicaset.Options{})
+		}},
+		{replicaset.ReplicationComponent, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return replicaset.NewForReplicationControllers(cfg, log, replicaset.Options{})
+		}},
+		{deployment.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return deployment.New(cfg, log, deployment.Options{})
+		}},
+		{statefulset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return statefulset.New(cfg, log, statefulset.Options{})
+		}},
+		{daemonset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return daemonset.New(cfg, log, daemonset.Options{})
+		}},
+		{endpoints.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return endpoints.New(cfg, log, endpoints.Options{})
+		}},
+		{endpointslice.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+			return endpointslice.New(cfg, log, endpointslice.Options{})
+		}},
 	}
-	protect, err := protection.New(cfg, reg, log, protection.Options{})
-	if err != nil {
-		return err
+}
+
+// startControllers builds every controller not left out, then runs each on
+// wg until ctx is done.
+func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, reg *registry.Registry, log *slog.Logger, without []string) error {
+	skip := map[string]bool{}
+	for _, name := range without {
+		skip[name] = true
 	}
-	binder, err := binder.New(cfg, log, binder.Options{})
-	if err != nil {
-		return err
+	var built []runner
+	for _, c := range controllers(reg) {
+		if skip[c.name] {
+			continue
+		}
+		r, err := c.build(cfg, log)
+		if err != nil {
+			return err
+		}
+		built = append(built, r)
 	}
-	nodes, err := nodelifecycle.New(cfg, log, nodelifecycle.Options{})
-	if err != nil {
-		return err
+	for _, r := range built {
+		wg.Go(func() { r.Run(ctx) })
 	}
-	wg.Go(func() { nodes.Run(ctx) })
-	evictor, err := tainteviction.New(cfg, log)
-	if err != nil {
-		return err
-	}
-	wg.Go(func() { evictor.Run(ctx) })
-	podGC, err := podgc.New(cfg, log, podgc.Options{})
-	if err != nil {
-		return err
-	}
-	wg.Go(func() { podGC.Run(ctx) })
-	attacher, err := attachdetach.New(cfg, log, attachdetach.Options{})
-	if err != nil {
-		return err
-	}
-	wg.Go(func() { attacher.Run(ctx) })
-	sched, err := scheduler.New(cfg, log, scheduler.Options{})
-	if err != nil {
-		return err
-	}
-	wg.Go(func() { sched.Run(ctx) })
-	wg.Go(func() { binder.Run(ctx) })
-	wg.Go(func() { protect.Run(ctx) })
-	wg.Go(func() { collector.Run(ctx) })
-	wg.Go(func() { namespaces.Run(ctx) })
 	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/moorage/moorage/internal/memtrim"
 	"github.com/moorage/moorage/internal/pki"
 	"github.com/moorage/moorage/internal/registry"
+	"github.com/moorage/moorage/internal/serviceaccount"
 	"github.com/moorage/moorage/internal/store"
 	"github.com/moorage/moorage/internal/store/embedded"
 )
@@ -61,6 +62,10 @@ type ServerOptions struct {
 	// DriverControllers runs the sidecar controllers of each CSI driver
 	// the agent registers (agent.Options.DriverControllers).
 	DriverControllers func(ctx context.Context, d agent.CSIDriver) error
+	// WithoutControllers leaves out the server's controllers of these
+	// names (upstream's, e.g. "statefulset-controller"): for tests that
+	// run their own.
+	WithoutControllers []string
 }
 
 // Server is a running moorage server.
@@ -140,6 +145,16 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
 	s.URL = "https://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+	saKey, err := pki.EnsureServiceAccountKey(pki.Files{Dir: filepath.Join(dir, "tls")})
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("service account key: %w", err)
+	}
+	saTokens, err := serviceaccount.NewSigner(saKey)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 
 	scheme := NewScheme()
 	reg := registry.Builtin()
@@ -148,12 +163,13 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	info.GitTreeState, info.BuildDate = "clean", "1970-01-01T00:00:00Z"
 	api, err := apiserver.New(apiserver.Config{
 		Store: s.store, Registry: reg, Scheme: scheme,
-		Authenticate:    apiserver.TokenAuthenticator(token),
-		OpenAPI:         lazyOpenAPI(reg),
-		Version:         info,
-		ExternalAddress: net.JoinHostPort(host, strconv.Itoa(addr.Port)),
-		Logger:          log,
-		Nodes:           s.nodeHandler,
+		Authenticate:         apiserver.TokenAuthenticator(token),
+		ServiceAccountTokens: saTokens,
+		OpenAPI:              lazyOpenAPI(reg),
+		Version:              info,
+		ExternalAddress:      net.JoinHostPort(host, strconv.Itoa(addr.Port)),
+		Logger:               log,
+		Nodes:                s.nodeHandler,
 	})
 	if err != nil {
 		ln.Close()
@@ -203,7 +219,10 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		defer s.wg.Done()
 		store.RunCompactor(bg, s.store, 5*time.Minute)
 	}()
-	if err := startControllers(bg, &s.wg, inProcess, reg, log); err != nil {
+	if err := startControllers(bg, &s.wg, inProcess, reg, log, opts.WithoutControllers); err != nil {
+		return nil, err
+	}
+	if err := startIdentity(bg, &s.wg, inProcess, s.URL, caPEM, log); err != nil {
 		return nil, err
 	}
 	nodesClient, err := kubernetes.NewForConfig(inProcess)
@@ -297,6 +316,9 @@ func lazyOpenAPI(reg *registry.Registry) http.Handler {
 				}
 				if res.Scale != nil {
 					r.Subresources = append(r.Subresources, "scale")
+				}
+				if res.Plural == "serviceaccounts" && res.GVK.Group == "" {
+					r.Subresources = append(r.Subresources, "token") // the TokenRequest API
 				}
 				rs = append(rs, r)
 			}

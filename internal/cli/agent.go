@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/moorage/moorage/internal/agent"
 	"github.com/moorage/moorage/internal/app"
@@ -47,11 +46,11 @@ func killallCommand() *cobra.Command {
 // agentCommand runs a node agent alone, for a machine whose server runs
 // elsewhere (or a second node on this machine).
 func agentCommand() *cobra.Command {
-	var kubeconfig, dataDir, nodeName, listen, nodeIP, logLevel string
+	var kubeconfig, server, token, dataDir, nodeName, listen, nodeIP, logLevel string
 	builtinCSI := true
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run a node agent: register this machine as a Node of the server in --kubeconfig and run its pods",
+		Short: "Run a node agent: register this machine as a Node of the server (--server and --token, or --kubeconfig) and run its pods",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -59,9 +58,17 @@ func agentCommand() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return err
+			}
+			lock, err := fsutil.TryLock(filepath.Join(dataDir, "agent.lock"))
 			if err != nil {
-				return fmt.Errorf("--kubeconfig: %w", err)
+				return fmt.Errorf("another agent runs with data dir %s: %w", dataDir, err)
+			}
+			defer lock.Unlock()
+			cfg, err := agentConfig(cmd, dataDir, kubeconfig, server, token)
+			if err != nil {
+				return err
 			}
 			cfg.QPS = -1
 			ln, err := net.Listen("tcp", listen)
@@ -77,14 +84,6 @@ func agentCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return err
-			}
-			lock, err := fsutil.TryLock(filepath.Join(dataDir, "agent.lock"))
-			if err != nil {
-				return fmt.Errorf("another agent runs with data dir %s: %w", dataDir, err)
-			}
-			defer lock.Unlock()
 			a, err := agent.New(cfg, log, agent.Options{
 				NodeName: nodeName, DataDir: filepath.Join(dataDir, "agent"), NodeIP: nodeIP, Port: addr.Port,
 				Version: app.KubernetesVersion.GitVersion, RuntimeVersion: "runc://1", ShimCommand: []string{self, shimCommand},
@@ -95,6 +94,10 @@ func agentCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// The agent's API takes the token it authenticates with. After
+			// a --token join that is the bootstrap token, which the server
+			// does not send: logs and exec through a joined agent wait for
+			// node certificates (issue 7).
 			go func() {
 				if err := a.Serve(ctx, ln, cfg.BearerToken); err != nil {
 					log.Error("agent API stopped", "err", err)
@@ -104,7 +107,9 @@ func agentCommand() *cobra.Command {
 			return a.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", filepath.Join(DefaultDataDir(), "kubeconfig"), "kubeconfig of the server to join")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", filepath.Join(DefaultDataDir(), "kubeconfig"), "kubeconfig of the server to join (default: the one an earlier --token join kept in --data-dir, else this)")
+	cmd.Flags().StringVar(&server, "server", "", "URL of the server to join with --token (https://host:port)")
+	cmd.Flags().StringVar(&token, "token", "", "bootstrap token to join --server with (`moorage token create` on the server); the agent keeps the resulting kubeconfig in --data-dir and keeps authenticating with the token, until node certificates come (issue 7)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir(), "directory for the agent's state (under agent/)")
 	cmd.Flags().StringVar(&nodeName, "node-name", "", "name of this Node (default: the host name)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10250", "address (host:port) of the agent's API for logs and exec")

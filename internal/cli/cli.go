@@ -42,6 +42,7 @@ func Main(args []string) int {
 		imageCommand(),
 		killallCommand(),
 		agentCommand(),
+		tokenCommand(),
 		csiDriverCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl (all arguments are kubectl's)", DisableFlagParsing: true})
 	root.SetArgs(args)

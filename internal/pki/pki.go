@@ -1,5 +1,6 @@
 // Package pki makes and keeps the certificate authority and the serving
-// certificate of a moorage server, as PEM files in one directory.
+// certificate of a moorage server, and the key that signs its service
+// account tokens, as PEM files in one directory.
 package pki
 
 import (
@@ -29,6 +30,46 @@ func (f Files) CACert() string     { return filepath.Join(f.Dir, "ca.crt") }
 func (f Files) caKey() string      { return filepath.Join(f.Dir, "ca.key") }
 func (f Files) ServerCert() string { return filepath.Join(f.Dir, "server.crt") }
 func (f Files) serverKey() string  { return filepath.Join(f.Dir, "server.key") }
+
+// ServiceAccountKey is the key that signs service account tokens
+// (upstream's --service-account-signing-key-file).
+func (f Files) ServiceAccountKey() string { return filepath.Join(f.Dir, "sa.key") }
+
+// EnsureServiceAccountKey returns the P-256 key that signs service account
+// tokens, making it the first time. It is never replaced: every token
+// issued with it stays valid across restarts.
+func EnsureServiceAccountKey(f Files) (*ecdsa.PrivateKey, error) {
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(f.ServiceAccountKey())
+	if err == nil {
+		block, _ := pem.Decode(data)
+		if block == nil || block.Type != "EC PRIVATE KEY" {
+			return nil, fmt.Errorf("%s: not a PEM EC PRIVATE KEY", f.ServiceAccountKey())
+		}
+		key, err := x509.ParseECPrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.ServiceAccountKey(), err)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.WriteFileAtomic(f.ServiceAccountKey(), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
 
 // Ensure makes the CA if there is none, and a serving certificate for hosts
 // (IP addresses or DNS names) signed by it if the current one is missing,

@@ -35,3 +35,18 @@ func TestEnsureKeepsTheCAAndCoversEveryHost(t *testing.T) {
 		t.Fatal("covers is wrong")
 	}
 }
+
+func TestServiceAccountKeyIsMadeOnceAndKept(t *testing.T) {
+	f := Files{Dir: t.TempDir()}
+	k1, err := EnsureServiceAccountKey(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := EnsureServiceAccountKey(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k1.Equal(k2) {
+		t.Fatal("the service account key changed on the second call")
+	}
+}

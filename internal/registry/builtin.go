@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -132,10 +133,23 @@ func Builtin() *Registry {
 	sts.Scale = &ScaleAccess{Selector: LabelSelectorOf}
 	sts.Warnings = statefulSetWarnings
 	ds := apps("DaemonSet", "daemonsets", "daemonset", "ds")
+	ds.PrepareForCreate = func(obj runtime.Object) {
+		ClearStatus(obj)
+		setTemplateGeneration(obj.(*appsv1.DaemonSet), 1)
+	}
+	ds.PrepareForUpdate = func(obj, old runtime.Object) {
+		n, o := obj.(*appsv1.DaemonSet), old.(*appsv1.DaemonSet)
+		gen, _ := strconv.ParseInt(o.Annotations[appsv1.DeprecatedTemplateGeneration], 10, 64)
+		if !apiequality.Semantic.DeepEqual(n.Spec.Template, o.Spec.Template) {
+			gen++
+		}
+		setTemplateGeneration(n, max(gen, 1))
+	}
 	rs := apps("ReplicaSet", "replicasets", "replicaset", "rs")
 	rs.Scale = &ScaleAccess{Selector: LabelSelectorOf}
 	deploy := apps("Deployment", "deployments", "deployment", "deploy")
 	deploy.Scale = &ScaleAccess{Selector: LabelSelectorOf}
+	deploy.StatusWritesMetadata = true
 	cr := in(appsv1.SchemeGroupVersion, "ControllerRevision", "controllerrevisions", "controllerrevision", true)
 
 	lease := in(coordinationv1.SchemeGroupVersion, "Lease", "leases", "lease", true)
@@ -150,7 +164,7 @@ func Builtin() *Registry {
 	}
 
 	eps := in(discoveryv1.SchemeGroupVersion, "EndpointSlice", "endpointslices", "endpointslice", true)
-	eps.AllowCreateOnUpdate = true
+	eps.AllowCreateOnUpdate, eps.Generation = true, true
 
 	reg, err := New(ns, node, pod, pv, pvc, cm, secret, svc, ep, event, sa, rc,
 		sc, csidriver, csinode, va, sts, ds, rs, deploy, cr, lease, ev2, eps)
@@ -158,6 +172,17 @@ func Builtin() *Registry {
 		panic(err) // the list above is static: a duplicate is a programming error
 	}
 	return reg
+}
+
+// setTemplateGeneration is upstream's spec.templateGeneration, which
+// apps/v1 carries as the deprecated.daemonset.template.generation
+// annotation: 1 on create, +1 whenever the pod template changes; daemon
+// pods are labelled with it.
+func setTemplateGeneration(ds *appsv1.DaemonSet, gen int64) {
+	if ds.Annotations == nil {
+		ds.Annotations = map[string]string{}
+	}
+	ds.Annotations[appsv1.DeprecatedTemplateGeneration] = strconv.FormatInt(gen, 10)
 }
 
 func withValidation(r *Resource) *Resource {

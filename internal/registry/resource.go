@@ -57,6 +57,11 @@ type Resource struct {
 	// PrepareForStatusUpdate adjusts a /status write of old to obj beyond the
 	// generic spec copy. May be nil.
 	PrepareForStatusUpdate func(obj, old runtime.Object)
+	// StatusWritesMetadata lets a /status write change annotations,
+	// finalizers and owner references too: upstream's Deployment status
+	// strategy resets only spec and labels (the deployment controller
+	// writes its revision annotation with the status).
+	StatusWritesMetadata bool
 	// Validate, ValidateUpdate and ValidateStatusUpdate return upstream's
 	// validation errors; nil funcs accept everything.
 	Validate             func(obj runtime.Object) field.ErrorList

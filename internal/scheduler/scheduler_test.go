@@ -70,6 +70,7 @@ func (cl cluster) createNode(b nodeB) {
 		cl.t.Fatal(err)
 	}
 	created.Status = b.Status
+	created.ResourceVersion = "" // unconditional: the node-ipam controller may have written the node
 	if _, err := cl.c.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		cl.t.Fatal(err)
 	}

@@ -20,13 +20,26 @@ func Start(t testing.TB) *app.Server {
 	return StartIn(t, t.TempDir())
 }
 
+// StartWithout starts a server without the named controllers (upstream's
+// names, e.g. "statefulset-controller"), for tests that run their own.
+func StartWithout(t testing.TB, controllers ...string) *app.Server {
+	t.Helper()
+	return start(t, t.TempDir(), controllers)
+}
+
 // StartIn starts a server on dataDir (to test restarts on the same state).
 func StartIn(t testing.TB, dataDir string) *app.Server {
 	t.Helper()
+	return start(t, dataDir, nil)
+}
+
+func start(t testing.TB, dataDir string, without []string) *app.Server {
+	t.Helper()
 	srv, err := app.StartServer(context.Background(), app.ServerOptions{
-		DataDir: dataDir,
-		Listen:  "127.0.0.1:0",
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		DataDir:            dataDir,
+		Listen:             "127.0.0.1:0",
+		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WithoutControllers: without,
 	})
 	if err != nil {
 		t.Fatalf("starting moorage: %v", err)

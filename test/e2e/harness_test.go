@@ -128,6 +128,9 @@ type moorage struct {
 	DataDir    string
 	Kubeconfig string
 	URL        string
+	// netns is the network namespace (a machine of a lab) the server runs
+	// in; kubectl runs there too. "" is the host's.
+	netns string
 
 	cmd    *exec.Cmd
 	out    *syncBuffer
@@ -140,7 +143,7 @@ type moorage struct {
 	cacheDirs map[int]string
 }
 
-var readyLine = regexp.MustCompile(`moorage \S+ is ready at (https://127\.0\.0\.1:\d+) \(in \d+ ms\)`)
+var readyLine = regexp.MustCompile(`moorage \S+ is ready at (https://[0-9.]+:\d+) \(in \d+ ms\)`)
 var kubeconfigLine = regexp.MustCompile(`(?m)^kubeconfig: (\S+)$`)
 
 // startMoorage starts `moorage up` in a fresh data dir on 127.0.0.1:0 and
@@ -187,12 +190,17 @@ func launch(dataDir string, flags ...string) (*moorage, error) {
 
 // launchEnv is launch with more environment variables for moorage.
 func launchEnv(dataDir string, env []string, flags ...string) (*moorage, error) {
+	return launchIn("", dataDir, env, flags...)
+}
+
+// launchIn is launchEnv in a network namespace (a lab's machine).
+func launchIn(netns, dataDir string, env []string, flags ...string) (*moorage, error) {
 	tmp, err := os.MkdirTemp("", "moorage-e2e-kubectl-")
 	if err != nil {
 		return nil, err
 	}
-	m := &moorage{DataDir: dataDir, out: &syncBuffer{}, done: make(chan struct{}), tmp: tmp, cacheDirs: map[int]string{}}
-	m.cmd = exec.Command(moorageBin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
+	m := &moorage{DataDir: dataDir, netns: netns, out: &syncBuffer{}, done: make(chan struct{}), tmp: tmp, cacheDirs: map[int]string{}}
+	m.cmd = inNetNS(netns, moorageBin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
 	if env != nil {
 		m.cmd.Env = append(os.Environ(), env...)
@@ -238,6 +246,15 @@ func launchEnv(dataDir string, env []string, flags ...string) (*moorage, error) 
 		case <-tick.C:
 		}
 	}
+}
+
+// inNetNS is exec.Command, run in the network namespace pinned at netns
+// (through nsenter) unless it is "".
+func inNetNS(netns, name string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + netns, "--", name}, args...)...)
 }
 
 func (m *moorage) kill() {
@@ -375,7 +392,8 @@ func (m *moorage) kubectlEnvRun(t testing.TB, v int, extraEnv []string, stdin st
 	bin := kubectlPath(t, v)
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...)
+	cmd := inNetNS(m.netns, bin, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...)
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	cmd.Env = m.kubectlEnv(v, extraEnv...)
 	cmd.Dir = m.tmp
 	var stdout, stderr bytes.Buffer
@@ -459,7 +477,7 @@ type background struct {
 func (m *moorage) kubectlBackground(t testing.TB, v int, args ...string) *background {
 	t.Helper()
 	bin := kubectlPath(t, v)
-	cmd := exec.Command(bin, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...)
+	cmd := inNetNS(m.netns, bin, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...)
 	cmd.Env = m.kubectlEnv(v)
 	cmd.Dir = m.tmp
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -30,14 +30,17 @@ func (m *moorage) client(t *testing.T) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
-// leftovers lists what pods may leave on the node under dataDir: mounts,
-// processes, pod directories and cgroups.
+// leftovers lists what pods may leave on the node under dataDir: mounts
+// (pod network namespaces among them; the node's own, which the agent
+// keeps while it runs, is not a pod's), processes, pod directories and
+// cgroups.
 func leftovers(t *testing.T, dataDir string) []string {
 	t.Helper()
 	var out []string
+	nodeNS := filepath.Join(dataDir, "agent", "network", "netns", "node")
 	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mountinfo), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dataDir) {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dataDir) && f[4] != nodeNS {
 			out = append(out, "mount "+f[4])
 		}
 	}

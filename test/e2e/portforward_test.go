@@ -22,8 +22,9 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// webPod is a pod whose busybox httpd serves "hello from NAME" on
-// 127.0.0.1:port (pods share the node's network), Ready once it listens.
+// webPod is a pod whose busybox httpd serves "hello from NAME" on its own
+// loopback, 127.0.0.1:port, where port-forward reaches it (as upstream's);
+// Ready once it answers there.
 func webPod(name string, port int, extra string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -35,7 +36,7 @@ spec:
     image: busybox
     command: ["sh", "-c", "mkdir -p /tmp/www && echo hello from %[1]s > /tmp/www/index.html && exec busybox httpd -f -p 127.0.0.1:%[2]d -h /tmp/www"]
     readinessProbe:
-      tcpSocket: {port: %[2]d}
+      exec: {command: ["sh", "-c", "busybox wget -qO- http://127.0.0.1:%[2]d/ >/dev/null"]}
       periodSeconds: 1
 `, name, port, extra)
 }

@@ -71,6 +71,7 @@ func (e *env) node(name string) {
 	}
 	now := metav1.Now()
 	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
+	n.ResourceVersion = "" // unconditional: the node-ipam controller may have written the node
 	if _, err := e.kube.CoreV1().Nodes().UpdateStatus(e.ctx, n, metav1.UpdateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -172,6 +173,7 @@ func (e *env) setInUse(node string, names ...corev1.UniqueVolumeName) {
 		e.t.Fatal(err)
 	}
 	n.Status.VolumesInUse = names
+	n.ResourceVersion = "" // unconditional: the node-ipam controller may have written the node
 	if _, err := e.kube.CoreV1().Nodes().UpdateStatus(e.ctx, n, metav1.UpdateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}

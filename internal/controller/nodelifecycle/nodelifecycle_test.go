@@ -40,6 +40,7 @@ func TestLapsedLeaseMakesNodeUnknownAndTainted(t *testing.T) {
 	}
 	now := metav1.Now()
 	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
+	node.ResourceVersion = "" // unconditional: the node-ipam controller may have written the node
 	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +92,7 @@ func TestLapsedLeaseMakesNodeUnknownAndTainted(t *testing.T) {
 			n.Status.Conditions[i] = corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: later, LastTransitionTime: later}
 		}
 	}
+	n.ResourceVersion = "" // unconditional: the node-ipam controller may have written the node
 	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
