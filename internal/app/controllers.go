@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"log/slog"
 	"sync"
 
@@ -29,9 +31,10 @@ import (
 // runner is a reconcile loop: it runs until ctx is done.
 type runner interface{ Run(ctx context.Context) }
 
-// controllers are the server's reconcile loops by upstream's names (the
-// names ServerOptions.WithoutControllers takes), each on its own client of
-// the API, as any controller would run against Kubernetes.
+// controllers are the server's reconcile loops by the names of
+// kube-controller-manager's --controllers flag (and the scheduler's), each
+// on its own client of the API, as any controller would run against
+// Kubernetes. pvc-protection-controller protects volumes too.
 func controllers(reg *registry.Registry) []struct {
 	name  string
 	build func(cfg *rest.Config, log *slog.Logger) (runner, error)
@@ -41,7 +44,7 @@ func controllers(reg *registry.Registry) []struct {
 		build func(cfg *rest.Config, log *slog.Logger) (runner, error)
 	}
 	return []c{
-		{"node-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"node-lifecycle-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return nodelifecycle.New(cfg, log, nodelifecycle.Options{})
 		}},
 		{nodeipam.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
@@ -53,13 +56,13 @@ func controllers(reg *registry.Registry) []struct {
 		{podgc.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return podgc.New(cfg, log, podgc.Options{})
 		}},
-		{attachdetach.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"persistentvolume-attach-detach-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return attachdetach.New(cfg, log, attachdetach.Options{})
 		}},
 		{scheduler.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return scheduler.New(cfg, log, scheduler.Options{})
 		}},
-		{binder.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"persistentvolume-binder-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return binder.New(cfg, log, binder.Options{})
 		}},
 		{"pvc-protection-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
@@ -74,7 +77,7 @@ func controllers(reg *registry.Registry) []struct {
 		{replicaset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return replicaset.New(cfg, log, replicaset.Options{})
 		}},
-		{replicaset.ReplicationComponent, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"replicationcontroller-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return replicaset.NewForReplicationControllers(cfg, log, replicaset.Options{})
 		}},
 		{deployment.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
@@ -86,7 +89,7 @@ func controllers(reg *registry.Registry) []struct {
 		{daemonset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return daemonset.New(cfg, log, daemonset.Options{})
 		}},
-		{endpoints.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"endpoints-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
 			return endpoints.New(cfg, log, endpoints.Options{})
 		}},
 		{endpointslice.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
@@ -117,4 +120,39 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 		wg.Go(func() { r.Run(ctx) })
 	}
 	return nil
+}
+
+// LeftOut turns kube-controller-manager's --controllers list into the
+// controllers to leave out: "*" is every controller, "name" enables one,
+// "-name" disables one; without "*" only the named ones run. Unknown names
+// are an error naming them.
+func LeftOut(list []string) ([]string, error) {
+	known := map[string]bool{}
+	var all []string
+	for _, c := range controllers(nil) {
+		known[c.name] = true
+		all = append(all, c.name)
+	}
+	star, enabled, disabled := false, map[string]bool{}, map[string]bool{}
+	for _, item := range list {
+		name, off := strings.CutPrefix(strings.TrimSpace(item), "-")
+		switch {
+		case name == "*" && !off:
+			star = true
+			continue
+		case !known[name]:
+			return nil, fmt.Errorf("%q is not in the list of known controllers: %s", item, strings.Join(all, ", "))
+		case off:
+			disabled[name] = true
+		default:
+			enabled[name] = true
+		}
+	}
+	var out []string
+	for _, name := range all {
+		if disabled[name] || (!star && !enabled[name]) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }

@@ -93,6 +93,11 @@ type Server struct {
 	wg          sync.WaitGroup
 }
 
+// inClusterNames are the server's names for pods, which reach it through
+// the kubernetes Service (the agents proxy it): its cluster IP and DNS
+// names, as upstream's serving certificate has them.
+var inClusterNames = []string{"10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+
 // StartServer starts the API server on opts.Listen with its state under
 // opts.DataDir and returns once it serves requests.
 func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
@@ -139,7 +144,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	caPEM, cert, err := pki.Ensure(pki.Files{Dir: filepath.Join(dir, "tls")}, []string{host, "127.0.0.1", "::1", "localhost"})
+	caPEM, cert, err := pki.Ensure(pki.Files{Dir: filepath.Join(dir, "tls")}, append([]string{host, "127.0.0.1", "::1", "localhost"}, inClusterNames...))
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("certificates: %w", err)

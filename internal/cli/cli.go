@@ -69,6 +69,7 @@ const shimCommand = "container-shim"
 func upCommand(name, short string, withAgent bool) *cobra.Command {
 	opts := app.ServerOptions{Agent: withAgent}
 	var logLevel string
+	var controllers []string
 	builtinCSI := true
 	cmd := &cobra.Command{
 		Use:   name,
@@ -81,6 +82,11 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 			}
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			opts.NoBuiltinCSIDriver, opts.DriverControllers = !builtinCSI, runDriverControllers
+			without, err := app.LeftOut(controllers)
+			if err != nil {
+				return fmt.Errorf("--controllers: %w", err)
+			}
+			opts.WithoutControllers = without
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
@@ -94,6 +100,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", DefaultDataDir(), "directory for state, certificates and the kubeconfig")
 	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:6443", "address (host:port) the API server listens on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().StringSliceVar(&controllers, "controllers", []string{"*"}, "controllers to run, as kube-controller-manager's flag: '*' is all, 'name' enables one, '-name' leaves one out (e.g. *,-statefulset-controller)")
 	if withAgent {
 		cmd.Flags().StringVar(&opts.NodeName, "node-name", "", "name of this machine's Node (default: the host name)")
 		cmd.Flags().BoolVar(&builtinCSI, "builtin-csi-driver", true, "run the built-in CSI driver "+local.DriverName+" and its provisioner on this node")

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/moorage/moorage/internal/controller/endpoints"
 	"github.com/moorage/moorage/internal/controller/endpointslice"
 	et "github.com/moorage/moorage/internal/controller/endpointslice/endpointtest"
 	clusterdns "github.com/moorage/moorage/internal/dns"
@@ -35,7 +34,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	// The server runs its own instance; this test runs one it controls
 	// (and needs no Endpoints).
-	srv := testserver.StartWithout(t, endpointslice.Component, endpoints.Component)
+	srv := testserver.StartWithout(t, endpointslice.Component, "endpoints-controller")
 	c := testserver.Client(t, srv)
 	et.CreateNode(t, c, "n1", "zone-a")
 	ctrl, err := endpointslice.New(srv.Loopback, et.Log, endpointslice.Options{})

@@ -20,10 +20,18 @@ func Start(t testing.TB) *app.Server {
 	return StartIn(t, t.TempDir())
 }
 
-// StartWithout starts a server without the named controllers (upstream's
-// names, e.g. "statefulset-controller"), for tests that run their own.
+// StartWithout starts a server without the named controllers (the names
+// of kube-controller-manager's --controllers, e.g.
+// "statefulset-controller"), for tests that run their own.
 func StartWithout(t testing.TB, controllers ...string) *app.Server {
 	t.Helper()
+	list := []string{"*"}
+	for _, c := range controllers {
+		list = append(list, "-"+c)
+	}
+	if _, err := app.LeftOut(list); err != nil {
+		t.Fatal(err)
+	}
 	return start(t, t.TempDir(), controllers)
 }
 

@@ -346,7 +346,9 @@ func (m *moorage) firstNode(t *testing.T, v int) string {
 	return strings.Fields(r.Stdout)[0]
 }
 
-// mountsUnder lists the mount points under dir.
+// mountsUnder lists the mount points under dir that pods and volumes
+// leave: not the pod network's node namespace, which a running agent keeps
+// (killall removes it).
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
 	f, err := os.Open("/proc/self/mountinfo")
@@ -361,7 +363,7 @@ func mountsUnder(t *testing.T, dir string) []string {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") && !strings.HasSuffix(fields[4], "/network/netns/node") {
 			out = append(out, fields[4])
 		}
 	}

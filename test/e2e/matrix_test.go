@@ -20,7 +20,10 @@ import (
 )
 
 // TestKubectlMatrix runs the seeds' manifests through every kubectl version,
-// each against its own moorage (the versions run in parallel).
+// each against its own moorage (the versions run in parallel). It checks
+// what kubectl prints of the objects as written, so the workload
+// controllers are left out (--controllers): their pods and claims are
+// tested in statefulset_test.go.
 func TestKubectlMatrix(t *testing.T) {
 	requireE2E(t)
 	for _, v := range kubectlVersions {
@@ -28,7 +31,7 @@ func TestKubectlMatrix(t *testing.T) {
 		t.Run(fmt.Sprintf("kubectl-1.%d", v), func(t *testing.T) {
 			t.Parallel()
 			kubectlPath(t, v) // fail early, and clearly, if the binary is missing
-			m := startMoorage(t)
+			m := startMoorageWith(t, t.TempDir(), "--controllers=*,-statefulset-controller,-daemonset-controller,-replicaset-controller,-replicationcontroller-controller,-deployment-controller")
 			runMatrix(t, m, v)
 		})
 	}

@@ -31,18 +31,13 @@ func (m *moorage) client(t *testing.T) kubernetes.Interface {
 }
 
 // leftovers lists what pods may leave on the node under dataDir: mounts
-// (pod network namespaces among them; the node's own, which the agent
-// keeps while it runs, is not a pod's), processes, pod directories and
+// (pod network namespaces among them), processes, pod directories and
 // cgroups.
 func leftovers(t *testing.T, dataDir string) []string {
 	t.Helper()
 	var out []string
-	nodeNS := filepath.Join(dataDir, "agent", "network", "netns", "node")
-	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(mountinfo), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dataDir) && f[4] != nodeNS {
-			out = append(out, "mount "+f[4])
-		}
+	for _, mnt := range mountsUnder(t, dataDir) {
+		out = append(out, "mount "+mnt)
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {

@@ -33,7 +33,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	// The server runs its own instance; this test runs one it controls
 	// (and needs no EndpointSlices).
-	srv := testserver.StartWithout(t, endpoints.Component, endpointslice.Component)
+	srv := testserver.StartWithout(t, "endpoints-controller", endpointslice.Component)
 	c := testserver.Client(t, srv)
 	et.CreateNode(t, c, "n1", "")
 	return &env{Interface: c, cfg: srv.Loopback}

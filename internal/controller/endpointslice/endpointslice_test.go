@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/moorage/moorage/internal/controller/endpoints"
 	"github.com/moorage/moorage/internal/controller/endpointslice"
 	et "github.com/moorage/moorage/internal/controller/endpointslice/endpointtest"
 	"github.com/moorage/moorage/internal/testserver"
@@ -35,7 +34,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	// The server runs its own instance; this test runs one it controls
 	// (and needs no Endpoints).
-	srv := testserver.StartWithout(t, endpointslice.Component, endpoints.Component)
+	srv := testserver.StartWithout(t, endpointslice.Component, "endpoints-controller")
 	c := testserver.Client(t, srv)
 	et.CreateNode(t, c, "n1", "zone-a")
 	return &env{Interface: c, cfg: srv.Loopback}

@@ -31,7 +31,7 @@ const ns = "default"
 // collector, no node agent: tests make pods ready themselves).
 func start(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	srv := testserver.StartWithout(t, replicaset.Component, replicaset.ReplicationComponent)
+	srv := testserver.StartWithout(t, replicaset.Component, "replicationcontroller-controller")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rs, err := replicaset.New(srv.Loopback, log, replicaset.Options{})
 	if err != nil {
