@@ -61,8 +61,16 @@ func (m *moorage) startSecondNodeIn(t *testing.T, name string) (*syncBuffer, str
 	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
 		t.Fatalf("moorage image host: %v\n%s", err, out)
 	}
-	out := &syncBuffer{}
 	cmd := exec.Command(moorageBin, "agent", "--kubeconfig", m.Kubeconfig, "--data-dir", dir, "--node-name", name, "--listen", "127.0.0.1:0")
+	return runAgent(t, cmd, dir), dir
+}
+
+// runAgent starts a `moorage agent` command whose data directory is dir;
+// at the test's end it stops it (SIGTERM, then SIGKILL after 10 s) and
+// cleans the node up (killall). It returns the agent's output.
+func runAgent(t *testing.T, cmd *exec.Cmd, dir string) *syncBuffer {
+	t.Helper()
+	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -82,5 +90,5 @@ func (m *moorage) startSecondNodeIn(t *testing.T, name string) (*syncBuffer, str
 			t.Errorf("moorage killall: %v\n%s", err, b)
 		}
 	})
-	return out, dir
+	return out
 }

@@ -4,9 +4,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // TestJoinWithBootstrapToken: `moorage token create` on the server, then
@@ -28,27 +26,7 @@ func TestJoinWithBootstrapToken(t *testing.T) {
 	if out, err := exec.Command(moorageBin, "image", "host", "--data-dir", dir, "busybox").CombinedOutput(); err != nil {
 		t.Fatalf("moorage image host: %v\n%s", err, out)
 	}
-	agentOut := &syncBuffer{}
-	cmd := exec.Command(moorageBin, "agent", "--server", m.URL, "--token", token, "--data-dir", dir, "--node-name", "joined", "--listen", "127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = agentOut, agentOut
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
-			t.Errorf("moorage killall: %v\n%s", err, b)
-		}
-	})
+	agentOut := runAgent(t, exec.Command(moorageBin, "agent", "--server", m.URL, "--token", token, "--data-dir", dir, "--node-name", "joined", "--listen", "127.0.0.1:0"), dir)
 	if !eventually(podTimeout, func() bool {
 		return regexp.MustCompile(`(?m)^joined\s+Ready\s`).MatchString(m.kubectl(t, v, "get", "nodes").Stdout)
 	}) {
@@ -68,4 +46,7 @@ spec:
 `
 	m.mustKubectl(t, v, "create", "-f", m.writeFile(t, "identity.yaml", pod))
 	waitPodRow(t, m, v, "default", "identity", "0/1", "Completed")
+	// The server reaches the joined agent for logs (the agent checks the
+	// server's token with the API server).
+	m.mustKubectl(t, v, "logs", "identity")
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,29 +64,8 @@ func joinLabAgent(t *testing.T, l *lab, m *moorage, i int, name string) *syncBuf
 	token := strings.TrimSpace(string(out))
 	dir := t.TempDir()
 	hostNginxSlim(t, dir)
-	log := &syncBuffer{}
-	cmd := inNetNS(l.machines[i], moorageBin, "agent", "--server", m.URL, "--token", token, "--data-dir", dir,
-		"--node-name", name, "--listen", machineIP(i)+":0")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
-			t.Errorf("moorage killall: %v\n%s", err, b)
-		}
-	})
-	return log
+	return runAgent(t, inNetNS(l.machines[i], moorageBin, "agent", "--server", m.URL, "--token", token, "--data-dir", dir,
+		"--node-name", name, "--listen", machineIP(i)+":0"), dir)
 }
 
 // TestSeed002Lab is seed 002's lab as written, on two nodes (two machines
