@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 
+	"k8s.io/client-go/informers"
+
 	"github.com/moorage/moorage/internal/dns"
 	"github.com/moorage/moorage/internal/network"
 )
@@ -11,7 +13,7 @@ import (
 // serveDNS answers the cluster's names (internal/dns) at ClusterDNS:53,
 // UDP and TCP, in the node's network namespace, until ctx ends. Every node
 // serves its own pods, so names resolve on each node without a DNS pod.
-func (a *Agent) serveDNS(ctx context.Context, node *network.Node) {
+func (a *Agent) serveDNS(ctx context.Context, node *network.Node, factory informers.SharedInformerFactory) {
 	if err := node.AddClusterIP(ClusterDNS); err != nil {
 		a.log.Warn("cluster DNS address", "err", err)
 		return
@@ -28,7 +30,7 @@ func (a *Agent) serveDNS(ctx context.Context, node *network.Node) {
 		a.log.Warn("cluster DNS", "err", err)
 		return
 	}
-	resolver := dns.New(a.client, dns.Options{})
+	resolver := dns.NewWithInformers(factory, dns.Options{})
 	go resolver.Run(ctx)
 	if err := dns.Serve(ctx, resolver, pc, l); err != nil {
 		a.log.Warn("cluster DNS", "err", err)

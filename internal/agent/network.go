@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -189,20 +190,11 @@ func parseResolvConf(b []byte) (servers, search, options []string) {
 
 func appendNew(list []string, more ...string) []string {
 	for _, m := range more {
-		if !contains(list, m) {
+		if !slices.Contains(list, m) {
 			list = append(list, m)
 		}
 	}
 	return list
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // mergeOption sets option name to opt, replacing an option of that name.
@@ -248,21 +240,13 @@ func hostsFile(pod *corev1.Pod, ip string) ([]byte, error) {
 // routeNodes keeps routes to the pods of nodes on other machines (another
 // InternalIP) until ctx ends; nodes sharing this machine's address need
 // none, and a node alone changes nothing on the machine.
-func (a *Agent) routeNodes(ctx context.Context, n *network.Node) {
-	factory := informers.NewSharedInformerFactory(a.client, 0)
+func (a *Agent) routeNodes(ctx context.Context, n *network.Node, factory informers.SharedInformerFactory) {
 	nodes := factory.Core().V1().Nodes()
-	changed := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}); err != nil {
+	changed, err := onChange(nodes.Informer())
+	if err != nil {
 		return
 	}
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
 		return
 	}

@@ -19,6 +19,7 @@ import (
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/moorage/moorage/internal/dns"
 	"github.com/moorage/moorage/internal/network"
 )
 
@@ -47,11 +48,11 @@ type proxier struct {
 // servicePort is one proxied Service port.
 type servicePort struct {
 	namespace, name, port string // the Service and its port's name
-	l                        net.Listener
+	l                     net.Listener
 }
 
 // serveServices runs the proxy until ctx ends.
-func (a *Agent) serveServices(ctx context.Context, node *network.Node) {
+func (a *Agent) serveServices(ctx context.Context, node *network.Node, factory informers.SharedInformerFactory) {
 	u, err := url.Parse(a.cfg.Host)
 	if err != nil || u.Host == "" {
 		a.log.Warn("Service proxy: the API server's address", "host", a.cfg.Host, "err", err)
@@ -61,30 +62,20 @@ func (a *Agent) serveServices(ctx context.Context, node *network.Node) {
 	if u.Port() == "" {
 		api = net.JoinHostPort(u.Hostname(), "443")
 	}
-	factory := informers.NewSharedInformerFactory(a.client, 0)
 	p := &proxier{
 		a: a, node: node, api: api,
 		services: factory.Core().V1().Services().Lister(),
 		slices:   factory.Discovery().V1().EndpointSlices().Lister(),
 		open:     map[string]*servicePort{}, ips: map[netip.Addr]bool{},
 	}
-	changed := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}
-	if _, err := factory.Core().V1().Services().Informer().AddEventHandler(handler); err != nil {
+	changed, err := onChange(factory.Core().V1().Services().Informer())
+	if err != nil {
 		return
 	}
-	factory.Discovery().V1().EndpointSlices().Informer() // endpoints are read at connect time
+	slices := factory.Discovery().V1().EndpointSlices().Informer() // endpoints are read at connect time
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	defer p.closeAll()
-	if !cache.WaitForCacheSync(ctx.Done(), factory.Core().V1().Services().Informer().HasSynced,
-		factory.Discovery().V1().EndpointSlices().Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), factory.Core().V1().Services().Informer().HasSynced, slices.HasSynced) {
 		return
 	}
 	for {
@@ -288,10 +279,29 @@ func (p *proxier) backends(sp *servicePort) []backend {
 }
 
 // serveClusterIPs starts the node's cluster DNS server and Service proxy in
-// its network namespace, and the routes to other nodes' pods; all stop
-// with ctx.
+// its network namespace, and the routes to other nodes' pods, on one set
+// of informers; all stop with ctx.
 func (a *Agent) serveClusterIPs(ctx context.Context, node *network.Node, wg *sync.WaitGroup) {
-	wg.Go(func() { a.serveServices(ctx, node) })
-	wg.Go(func() { a.serveDNS(ctx, node) })
-	wg.Go(func() { a.routeNodes(ctx, node) })
+	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, dns.SlimInformers)
+	wg.Go(func() { a.serveServices(ctx, node, factory) })
+	wg.Go(func() { a.serveDNS(ctx, node, factory) })
+	wg.Go(func() { a.routeNodes(ctx, node, factory) })
+	wg.Go(func() {
+		<-ctx.Done()
+		factory.Shutdown()
+	})
+}
+
+// onChange returns a channel that is signalled (without blocking, so
+// changes coalesce) whenever inf sees an object added, updated or deleted.
+func onChange(inf cache.SharedIndexInformer) (<-chan struct{}, error) {
+	changed := make(chan struct{}, 1)
+	poke := func(any) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke})
+	return changed, err
 }

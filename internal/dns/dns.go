@@ -91,20 +91,28 @@ const (
 
 // New builds a resolver reading the cluster through client; Run starts it.
 func New(client kubernetes.Interface, opts Options) *Resolver {
+	return NewWithInformers(informers.NewSharedInformerFactoryWithOptions(client, 0, SlimInformers), opts)
+}
+
+// SlimInformers drops what answers never need (managed fields) from the
+// objects informers keep.
+var SlimInformers = informers.WithTransform(func(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+})
+
+// NewWithInformers builds a resolver on informers the caller shares with
+// others (the agent's Service proxy watches the same Services and
+// EndpointSlices); Run starts them.
+func NewWithInformers(factory informers.SharedInformerFactory, opts Options) *Resolver {
 	if opts.Domain == "" {
 		opts.Domain = "cluster.local"
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = 5 * time.Second
 	}
-	// Only what answers need is kept.
-	slim := informers.WithTransform(func(obj any) (any, error) {
-		if m, ok := obj.(metav1.Object); ok {
-			m.SetManagedFields(nil)
-		}
-		return obj, nil
-	})
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, slim)
 	r := &Resolver{
 		zone:       dns.CanonicalName(opts.Domain),
 		ttl:        uint32(opts.TTL / time.Second),

@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -282,18 +283,11 @@ func (n *Node) Attached() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if id, ok := cutSuffix(e.Name(), ".json"); ok {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && id != "" {
 			ids = append(ids, id)
 		}
 	}
 	return ids, nil
-}
-
-func cutSuffix(s, suffix string) (string, bool) {
-	if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
-		return s[:len(s)-len(suffix)], true
-	}
-	return "", false
 }
 
 // allocate claims the first free address of the range (after the gateway)
