@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/moorage/moorage/internal/controller/attachdetach"
@@ -22,6 +24,7 @@ import (
 	"github.com/moorage/moorage/internal/controller/podgc"
 	"github.com/moorage/moorage/internal/controller/protection"
 	"github.com/moorage/moorage/internal/controller/replicaset"
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 	"github.com/moorage/moorage/internal/controller/statefulset"
 	"github.com/moorage/moorage/internal/controller/tainteviction"
 	"github.com/moorage/moorage/internal/registry"
@@ -33,67 +36,69 @@ type runner interface{ Run(ctx context.Context) }
 
 // controllers are the server's reconcile loops by the names of
 // kube-controller-manager's --controllers flag (and the scheduler's), each
-// on its own client of the API, as any controller would run against
-// Kubernetes. pvc-protection-controller protects volumes too.
+// writing through its own client of the API, as any controller would run
+// against Kubernetes, and all reading through one informer factory, as
+// kube-controller-manager's do. pvc-protection-controller protects volumes
+// too.
 func controllers(reg *registry.Registry) []struct {
 	name  string
-	build func(cfg *rest.Config, log *slog.Logger) (runner, error)
+	build func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error)
 } {
 	type c = struct {
 		name  string
-		build func(cfg *rest.Config, log *slog.Logger) (runner, error)
+		build func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error)
 	}
 	return []c{
-		{"node-lifecycle-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return nodelifecycle.New(cfg, log, nodelifecycle.Options{})
+		{"node-lifecycle-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return nodelifecycle.New(cfg, log, nodelifecycle.Options{Informers: shared})
 		}},
-		{nodeipam.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return nodeipam.New(cfg, log, nodeipam.Options{})
+		{nodeipam.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return nodeipam.New(cfg, log, nodeipam.Options{Informers: shared})
 		}},
-		{tainteviction.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return tainteviction.New(cfg, log)
+		{tainteviction.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return tainteviction.New(cfg, log, tainteviction.Options{Informers: shared})
 		}},
-		{podgc.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return podgc.New(cfg, log, podgc.Options{})
+		{podgc.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return podgc.New(cfg, log, podgc.Options{Informers: shared})
 		}},
-		{"persistentvolume-attach-detach-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return attachdetach.New(cfg, log, attachdetach.Options{})
+		{"persistentvolume-attach-detach-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return attachdetach.New(cfg, log, attachdetach.Options{Informers: shared})
 		}},
-		{scheduler.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return scheduler.New(cfg, log, scheduler.Options{})
+		{scheduler.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return scheduler.New(cfg, log, scheduler.Options{Informers: shared})
 		}},
-		{"persistentvolume-binder-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return binder.New(cfg, log, binder.Options{})
+		{"persistentvolume-binder-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return binder.New(cfg, log, binder.Options{Informers: shared})
 		}},
-		{"pvc-protection-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return protection.New(cfg, reg, log, protection.Options{})
+		{"pvc-protection-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return protection.New(cfg, reg, log, protection.Options{Informers: shared})
 		}},
-		{"garbage-collector-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
+		{"garbage-collector-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
 			return gc.New(cfg, reg, log, gc.Options{})
 		}},
-		{"namespace-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return namespace.New(cfg, reg, log, namespace.Options{})
+		{"namespace-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return namespace.New(cfg, reg, log, namespace.Options{Informers: shared})
 		}},
-		{replicaset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return replicaset.New(cfg, log, replicaset.Options{})
+		{replicaset.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return replicaset.New(cfg, log, replicaset.Options{Informers: shared})
 		}},
-		{"replicationcontroller-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return replicaset.NewForReplicationControllers(cfg, log, replicaset.Options{})
+		{"replicationcontroller-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return replicaset.NewForReplicationControllers(cfg, log, replicaset.Options{Informers: shared})
 		}},
-		{deployment.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return deployment.New(cfg, log, deployment.Options{})
+		{deployment.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return deployment.New(cfg, log, deployment.Options{Informers: shared})
 		}},
-		{statefulset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return statefulset.New(cfg, log, statefulset.Options{})
+		{statefulset.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return statefulset.New(cfg, log, statefulset.Options{Informers: shared})
 		}},
-		{daemonset.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return daemonset.New(cfg, log, daemonset.Options{})
+		{daemonset.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return daemonset.New(cfg, log, daemonset.Options{Informers: shared})
 		}},
-		{"endpoints-controller", func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return endpoints.New(cfg, log, endpoints.Options{})
+		{"endpoints-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return endpoints.New(cfg, log, endpoints.Options{Informers: shared})
 		}},
-		{endpointslice.Component, func(cfg *rest.Config, log *slog.Logger) (runner, error) {
-			return endpointslice.New(cfg, log, endpointslice.Options{})
+		{endpointslice.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
+			return endpointslice.New(cfg, log, endpointslice.Options{Informers: shared})
 		}},
 	}
 }
@@ -105,12 +110,17 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 	for _, name := range without {
 		skip[name] = true
 	}
+	client, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(cfg), "shared-informers"))
+	if err != nil {
+		return err
+	}
+	shared := sharedinformers.New(client)
 	var built []runner
 	for _, c := range controllers(reg) {
 		if skip[c.name] {
 			continue
 		}
-		r, err := c.build(cfg, log)
+		r, err := c.build(cfg, log, shared)
 		if err != nil {
 			return err
 		}

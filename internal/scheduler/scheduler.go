@@ -47,6 +47,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/pvmatch"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the scheduler's name: the spec.schedulerName of the pods it
@@ -64,6 +66,9 @@ type Options struct {
 	// UnschedulableFlush is how long a pod no node fits waits for a change
 	// before it is tried again anyway; 0 means upstream's 5 minutes.
 	UnschedulableFlush time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 func (o *Options) defaults() {
@@ -137,7 +142,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Scheduler, error) {
 		return nil, err
 	}
 	opts.defaults()
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	s := &Scheduler{
 		log:      log.With("controller", "scheduler"),
 		client:   client,

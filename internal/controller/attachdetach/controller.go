@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/csi/migration"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller in events, as upstream.
@@ -49,6 +51,9 @@ type Options struct {
 	RetryStart, RetryMax time.Duration
 	// Workers syncing nodes; 0 means 2.
 	Workers int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller attaches and detaches CSI volumes through VolumeAttachments.
@@ -125,7 +130,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	c := &Controller{
 		log: log.With("controller", Component), client: client, opts: opts, factory: factory,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -143,12 +148,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	pvs := factory.Core().V1().PersistentVolumes()
 	drivers := factory.Storage().V1().CSIDrivers()
 	vas := factory.Storage().V1().VolumeAttachments()
-	if err := pods.Informer().AddIndexers(cache.Indexers{byNode: func(obj any) ([]string, error) {
-		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
-			return []string{p.Spec.NodeName}, nil
-		}
-		return nil, nil
-	}}); err != nil {
+	if err := sharedinformers.IndexPodsByNode(pods.Informer()); err != nil {
 		return nil, err
 	}
 	if err := vas.Informer().AddIndexers(cache.Indexers{

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/moorage/moorage/internal/csi/migration"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // uniqueNamePrefix starts the kubelet's unique name of a CSI volume,
@@ -51,7 +53,7 @@ func attachmentOf(name corev1.UniqueVolumeName, node string) string {
 // desired is what the node's pods need attached, by VolumeAttachment name.
 func (c *Controller) desired(node string) (map[string]*wanted, error) {
 	out := map[string]*wanted{}
-	objs, err := c.podIndex.ByIndex(byNode, node)
+	objs, err := c.podIndex.ByIndex(sharedinformers.PodsByNode, node)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/moorage/moorage/internal/csi/migration"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Event reasons, as upstream.
@@ -233,7 +235,7 @@ func (c *Controller) attachedElsewhere(pv, node string) []string {
 func (c *Controller) reportMultiAttach(st *attachment, w *wanted, nodes []string) {
 	var users []*corev1.Pod
 	for _, n := range nodes {
-		objs, _ := c.podIndex.ByIndex(byNode, n)
+		objs, _ := c.podIndex.ByIndex(sharedinformers.PodsByNode, n)
 		for _, obj := range objs {
 			pod, ok := obj.(*corev1.Pod)
 			if !ok || podTerminated(pod) {

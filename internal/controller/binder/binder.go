@@ -41,6 +41,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/pvmatch"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the event source, as upstream names it.
@@ -57,6 +59,9 @@ type Options struct {
 	// Reclaimer deletes and scrubs volume backends; nil means the local one
 	// (hostPath and local volumes on this machine).
 	Reclaimer Reclaimer
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the PersistentVolume controller.
@@ -107,7 +112,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.Reclaimer == nil {
 		opts.Reclaimer = LocalReclaimer{}
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	c := &Controller{
 		log:     log.With("controller", Component),
 		client:  client,

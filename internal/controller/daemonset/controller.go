@@ -43,6 +43,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/controller/history"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the event source, as upstream names it.
@@ -57,6 +59,9 @@ type Options struct {
 	// FailedPodBackoff and FailedPodMaxBackoff bound the back-off between
 	// deletions of failed pods on one node (1 s doubling to 15 min).
 	FailedPodBackoff, FailedPodMaxBackoff time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the DaemonSet controller.
@@ -95,7 +100,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.FailedPodMaxBackoff == 0 {
 		opts.FailedPodMaxBackoff = 15 * time.Minute
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	daemonSets := factory.Apps().V1().DaemonSets()
 	revisions := factory.Apps().V1().ControllerRevisions()
 	pods := factory.Core().V1().Pods()

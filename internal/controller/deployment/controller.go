@@ -44,6 +44,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller in events, as upstream.
@@ -58,6 +60,9 @@ type Options struct {
 	// Workers syncing Deployments concurrently
 	// (--concurrent-deployment-syncs, 5).
 	Workers int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller rolls Deployments out through their ReplicaSets.
@@ -89,7 +94,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	dInformer := factory.Apps().V1().Deployments()
 	rsInformer := factory.Apps().V1().ReplicaSets()
 	podInformer := factory.Core().V1().Pods()

@@ -48,6 +48,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/controller/endpointslice/endpointutil"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller, as upstream.
@@ -63,8 +65,7 @@ const (
 	leaderAnnotation = "control-plane.alpha.kubernetes.io/leader"
 	// maxRetries is how often a failing Service is retried (with upstream's
 	// rate limiter, 5 ms doubling) before it waits for the next change.
-	maxRetries   = 15
-	resyncPeriod = 12 * time.Hour
+	maxRetries = 15
 )
 
 // Options tune the controller; zero values are upstream's defaults.
@@ -75,6 +76,9 @@ type Options struct {
 	// BatchPeriod delays the syncs that pod changes cause, to publish
 	// several changes in one write (--endpoint-updates-batch-period, 0).
 	BatchPeriod time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the Endpoints controller.
@@ -107,7 +111,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.Workers <= 0 {
 		opts.Workers = 5
 	}
-	factory := informers.NewSharedInformerFactory(client, resyncPeriod)
+	factory := sharedinformers.Or(opts.Informers, client)
 	c := &Controller{
 		log: log.With("controller", Component), client: client, factory: factory, opts: opts,
 		services:  factory.Core().V1().Services().Lister(),

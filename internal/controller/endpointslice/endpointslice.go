@@ -59,6 +59,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/controller/endpointslice/endpointutil"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller, as upstream.
@@ -77,7 +79,6 @@ const (
 	// sliceChangeDelay is the least delay before a change to a slice
 	// causes a sync, to batch changes to several slices.
 	sliceChangeDelay = time.Second
-	resyncPeriod     = 12 * time.Hour
 )
 
 // Options tune the controller; zero values are upstream's defaults.
@@ -90,6 +91,9 @@ type Options struct {
 	// BatchPeriod delays the syncs that pod changes cause, to publish
 	// several changes in one write (--endpointslice-updates-batch-period, 0).
 	BatchPeriod time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the EndpointSlice controller.
@@ -122,7 +126,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.MaxEndpointsPerSlice <= 0 {
 		opts.MaxEndpointsPerSlice = 100
 	}
-	factory := informers.NewSharedInformerFactory(client, resyncPeriod)
+	factory := sharedinformers.Or(opts.Informers, client)
 	c := &Controller{
 		log: log.With("controller", Component), client: client, factory: factory, opts: opts,
 		services: factory.Core().V1().Services().Lister(),

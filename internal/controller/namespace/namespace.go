@@ -27,6 +27,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/registry"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Options tune the controller.
@@ -38,6 +40,9 @@ type Options struct {
 	// that last-moment creations are seen, and clients can rely on seeing
 	// the Terminating phase. Negative means no delay.
 	DeletionDelay time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the namespace controller.
@@ -80,7 +85,7 @@ func New(cfg *rest.Config, reg *registry.Registry, log *slog.Logger, opts Option
 		log:     log.With("controller", "namespace"),
 		client:  client,
 		meta:    meta,
-		factory: informers.NewSharedInformerFactory(client, resyncPeriod),
+		factory: sharedinformers.Or(opts.Informers, client),
 		limiter: limiter,
 		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{Name: "namespace"}),
 		workers: opts.Workers,
@@ -102,10 +107,10 @@ func New(cfg *rest.Config, reg *registry.Registry, log *slog.Logger, opts Option
 			c.queue.AddAfter(ns.Name, delay)
 		}
 	}
-	_, err = c.factory.Core().V1().Namespaces().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err = c.factory.Core().V1().Namespaces().Informer().AddEventHandlerWithResyncPeriod(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
-	})
+	}, resyncPeriod)
 	if err != nil {
 		return nil, fmt.Errorf("namespace controller: watching namespaces: %w", err)
 	}

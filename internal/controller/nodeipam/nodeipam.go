@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller, as upstream.
@@ -41,6 +43,9 @@ type Options struct {
 	// NodeMaskSize is the size of each node's block (24, upstream's
 	// --node-cidr-mask-size).
 	NodeMaskSize int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller assigns pod CIDRs to nodes.
@@ -74,7 +79,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if err != nil {
 		return nil, err
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	c := &Controller{
 		log: log.With("controller", Component), client: client, factory: factory, opts: opts,
 		nodes:   factory.Core().V1().Nodes().Lister(),

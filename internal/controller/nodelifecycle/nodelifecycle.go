@@ -32,6 +32,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the event source, as upstream names it.
@@ -43,9 +45,6 @@ const (
 	TaintNotReady    = "node.kubernetes.io/not-ready"
 )
 
-// nodeIndex indexes pods by spec.nodeName.
-const nodeIndex = "spec.nodeName"
-
 // Options tune the controller; zero values are upstream's defaults.
 type Options struct {
 	// GracePeriod is how long a node may go without a heartbeat before it
@@ -53,6 +52,9 @@ type Options struct {
 	GracePeriod time.Duration
 	// Period is how often nodes are checked (--node-monitor-period, 5 s).
 	Period time.Duration
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the node lifecycle controller.
@@ -64,7 +66,7 @@ type Controller struct {
 	leaseFactory informers.SharedInformerFactory
 	nodes        corelisters.NodeLister
 	leases       coordinationlisters.LeaseLister
-	pods         cache.Indexer // by nodeIndex
+	pods         cache.Indexer // by sharedinformers.PodsByNode
 	synced       []cache.InformerSynced
 	events       record.EventBroadcaster
 	recorder     record.EventRecorder
@@ -84,10 +86,10 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.Period == 0 {
 		opts.Period = 5 * time.Second
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	leases := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(corev1.NamespaceNodeLease))
 	pods := factory.Core().V1().Pods().Informer()
-	if err := pods.AddIndexers(cache.Indexers{nodeIndex: byNode}); err != nil {
+	if err := sharedinformers.IndexPodsByNode(pods); err != nil {
 		return nil, err
 	}
 	c := &Controller{
@@ -206,7 +208,7 @@ func (c *Controller) check(ctx context.Context, node *corev1.Node) error {
 // changes, and each pod changed gets a Warning NodeNotReady event. Pods
 // already not Ready are left alone, so this runs on every pass.
 func (c *Controller) markPodsNotReady(ctx context.Context, nodeName string) error {
-	objs, err := c.pods.ByIndex(nodeIndex, nodeName)
+	objs, err := c.pods.ByIndex(sharedinformers.PodsByNode, nodeName)
 	if err != nil {
 		return err
 	}
@@ -241,13 +243,6 @@ func podReady(pod *corev1.Pod) int {
 		}
 	}
 	return -1
-}
-
-func byNode(obj any) ([]string, error) {
-	if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" {
-		return []string{pod.Spec.NodeName}, nil
-	}
-	return nil, nil
 }
 
 // reconcileTaints keeps taints other than ours, and ours exactly as wanted

@@ -34,6 +34,8 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controller, as upstream.
@@ -55,6 +57,9 @@ type Options struct {
 	// TerminatedThreshold is how many terminated pods may remain
 	// (--terminated-pod-gc-threshold, 12500); negative keeps them all.
 	TerminatedThreshold int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the pod garbage collector.
@@ -86,7 +91,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.TerminatedThreshold == 0 {
 		opts.TerminatedThreshold = 12500
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	return &Controller{
 		log: log.With("controller", Component), client: client, factory: factory, opts: opts, now: time.Now,
 		pods:    factory.Core().V1().Pods().Lister(),

@@ -45,7 +45,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +56,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/registry"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // The finalizers, as upstream names them (pkg/volume/util).
@@ -66,9 +67,6 @@ const (
 )
 
 const (
-	// resyncPeriod re-examines every object now and then; the handlers
-	// queue only the objects that need work.
-	resyncPeriod = 12 * time.Hour
 	// podClaimIndex indexes pods by the keys (namespace/name) of the claims
 	// they reference.
 	podClaimIndex = "pod-pvc-index"
@@ -79,6 +77,9 @@ type Options struct {
 	// Workers per controller; 0 means 1, as kube-controller-manager runs
 	// them.
 	Workers int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller runs the pvc-protection and pv-protection loops.
@@ -112,7 +113,7 @@ func New(cfg *rest.Config, _ *registry.Registry, log *slog.Logger, opts Options)
 		pvcLog:  log.With("controller", "pvc-protection"),
 		pvLog:   log.With("controller", "pv-protection"),
 		client:  client,
-		factory: informers.NewSharedInformerFactory(client, resyncPeriod),
+		factory: sharedinformers.Or(opts.Informers, client),
 		workers: opts.Workers,
 		claimQueue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pvcprotection"}),

@@ -40,6 +40,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component names the controllers in events, as upstream.
@@ -55,6 +57,9 @@ type Options struct {
 	Workers int
 	// BurstReplicas bounds the pods one sync creates or deletes (500).
 	BurstReplicas int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller keeps the pods of ReplicaSets, or of ReplicationControllers,
@@ -100,7 +105,7 @@ func newController(cfg *rest.Config, log *slog.Logger, opts Options, component s
 	if log == nil {
 		log = slog.Default()
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	k := newKind(client, factory)
 	c := &Controller{
 		log: log.With("controller", component), client: client, opts: opts, kind: k, factory: factory,

@@ -50,6 +50,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/controller/history"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the event source, as upstream names it.
@@ -59,6 +61,9 @@ const Component = "statefulset-controller"
 type Options struct {
 	// Workers sync sets concurrently (--concurrent-statefulset-syncs, 5).
 	Workers int
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Controller is the StatefulSet controller.
@@ -89,7 +94,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) 
 	if opts.Workers == 0 {
 		opts.Workers = 5
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	sets := factory.Apps().V1().StatefulSets()
 	pods := factory.Core().V1().Pods()
 	claims := factory.Core().V1().PersistentVolumeClaims()

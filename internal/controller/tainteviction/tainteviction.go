@@ -45,6 +45,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/moorage/moorage/internal/controller/sharedinformers"
 )
 
 // Component is the event source, as upstream names it.
@@ -56,9 +58,6 @@ const (
 	ConditionReason  = "DeletionByTaintManager"
 	ConditionMessage = "Taint manager: deleting due to NoExecute taint"
 )
-
-// nodeIndex indexes pods by spec.nodeName.
-const nodeIndex = "spec.nodeName"
 
 // Controller is the NoExecute taint eviction controller.
 type Controller struct {
@@ -90,13 +89,20 @@ type eviction struct {
 	done    bool // the pod is deleted
 }
 
+// Options tune the controller.
+type Options struct {
+	// Informers, if set, are shared with the process's other controllers
+	// (see package sharedinformers); nil makes the controller its own.
+	Informers informers.SharedInformerFactory
+}
+
 // New builds the controller on a client of the API.
-func New(cfg *rest.Config, log *slog.Logger) (*Controller, error) {
+func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Controller, error) {
 	client, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(cfg), Component))
 	if err != nil {
 		return nil, err
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := sharedinformers.Or(opts.Informers, client)
 	podInformer := factory.Core().V1().Pods().Informer()
 	nodeInformer := factory.Core().V1().Nodes().Informer()
 	c := &Controller{
@@ -112,7 +118,7 @@ func New(cfg *rest.Config, log *slog.Logger) (*Controller, error) {
 	}
 	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
-	if err := podInformer.AddIndexers(cache.Indexers{nodeIndex: byNode}); err != nil {
+	if err := sharedinformers.IndexPodsByNode(podInformer); err != nil {
 		return nil, err
 	}
 	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -207,7 +213,7 @@ func (c *Controller) enqueue(obj any) {
 }
 
 func (c *Controller) enqueueNode(name string) {
-	objs, _ := c.podIndex.ByIndex(nodeIndex, name)
+	objs, _ := c.podIndex.ByIndex(sharedinformers.PodsByNode, name)
 	for _, obj := range objs {
 		c.enqueue(obj)
 	}
@@ -415,11 +421,4 @@ func setCondition(status *corev1.PodStatus, cond corev1.PodCondition, now time.T
 	}
 	status.Conditions = append(status.Conditions, cond)
 	return true
-}
-
-func byNode(obj any) ([]string, error) {
-	if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" {
-		return []string{pod.Spec.NodeName}, nil
-	}
-	return nil, nil
 }
