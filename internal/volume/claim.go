@@ -192,7 +192,7 @@ func (m *Manager) mountLocal(pod *corev1.Pod, volName string, pv *corev1.Persist
 		return Mounted{}, setUpError(volName, fmt.Errorf("local volume %s: path %s is not a directory", pv.Name, path))
 	}
 	dir := m.volumeDir(pod.UID, pluginLocal, pv.Name)
-	if _, mounted, err := mountAt(dir); err != nil {
+	if mounted, err := isMountPoint(dir); err != nil {
 		return Mounted{}, setUpError(volName, err)
 	} else if !mounted {
 		if err := os.MkdirAll(dir, 0o750); err != nil {

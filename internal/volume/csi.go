@@ -373,7 +373,7 @@ func (m *Manager) unpublishOne(ctx context.Context, nv *csi.NodeVolumes, t csiTa
 	if err := nv.Unpublish(ctx, t.data.VolumeHandle, t.target); err != nil {
 		return fmt.Errorf("kubernetes.io/csi: Unmounter.TearDownAt failed: %w", err)
 	}
-	if _, mounted, err := mountAt(t.target); err != nil {
+	if mounted, err := isMountPoint(t.target); err != nil {
 		return err
 	} else if mounted {
 		return fmt.Errorf("driver %s unpublished volume %s from %s, but something is still mounted there", t.data.DriverName, t.data.VolumeHandle, t.target)
@@ -560,11 +560,6 @@ func ensureSymlink(target, link string) error {
 		return err
 	}
 	return os.Symlink(target, link)
-}
-
-func isMountPoint(path string) (bool, error) {
-	_, ok, err := mountAt(path)
-	return ok, err
 }
 
 func isBlockDeviceFile(path string) (bool, error) {

@@ -39,7 +39,7 @@ func (m *Manager) setUpData(ctx context.Context, pod *corev1.Pod, vol *corev1.Vo
 			return Mounted{}, nil // not set up: nothing to update
 		}
 		if memory {
-			if mi, ok, err := mountAt(dir); err != nil || !ok || mi.FSType != "tmpfs" {
+			if tmpfs, err := isTmpfs(dir); err != nil || !tmpfs {
 				return Mounted{}, nil // never write a secret to the disk
 			}
 		}

@@ -30,7 +30,7 @@ func (m *Manager) deviceMountsDir() string {
 // system) unless dir is a mount point already. fsType is the volume's
 // spec.local.fsType ("" means: what the device holds, else ext4).
 func mountDevice(dev, dir, fsType string, options []string) error {
-	if _, mounted, err := mountAt(dir); err != nil || mounted {
+	if mounted, err := isMountPoint(dir); err != nil || mounted {
 		return err
 	}
 	flags, data := deviceMountOptions(options)

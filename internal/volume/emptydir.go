@@ -36,7 +36,7 @@ func (m *Manager) setUpEmptyDir(pod *corev1.Pod, name string, src *corev1.EmptyD
 		if !memory {
 			return Mounted{HostPath: dir}, nil
 		}
-		if mi, ok, err := mountAt(dir); err == nil && ok && mi.FSType == "tmpfs" {
+		if tmpfs, err := isTmpfs(dir); err == nil && tmpfs {
 			return Mounted{HostPath: dir}, nil
 		}
 	}
@@ -147,7 +147,7 @@ func (m *Manager) Usage(podUID types.UID, volumeName string) (int64, error) {
 		}
 		return 0, err
 	}
-	if _, mounted, err := mountAt(dir); err != nil {
+	if mounted, err := isMountPoint(dir); err != nil {
 		return 0, err
 	} else if mounted {
 		var sfs unix.Statfs_t

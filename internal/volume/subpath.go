@@ -50,7 +50,7 @@ func (m *Manager) PrepareSubPath(podUID types.UID, volumeName, container string,
 	}
 	defer m.locks.lock(podUID)()
 	target := filepath.Join(m.podDir(podUID), "volume-subpaths", volumeName, container, strconv.Itoa(index))
-	if _, mounted, err := mountAt(target); err != nil {
+	if mounted, err := isMountPoint(target); err != nil {
 		return "", err
 	} else if mounted {
 		return target, nil
