@@ -22,6 +22,33 @@ if ! go version -m "$gobin/csi-sanity" 2>/dev/null |
 fi
 echo "install-test-deps: csi-sanity $csi_sanity_version in $gobin"
 
+# Seed 001's MySQL StatefulSet (test/e2e/mysql_test.go) runs on host
+# images: Debian's MariaDB stands in for mysql:5.7, and mariabackup plus
+# ncat for the xtrabackup image, which streams a backup to the next peer.
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mysqladmin >/dev/null 2>&1 || need+=(mariadb-client)
+command -v mariabackup >/dev/null 2>&1 || need+=(mariadb-backup)
+command -v ncat >/dev/null 2>&1 || need+=(ncat)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-test-deps: ${need[*]} missing; run as root (apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "install-test-deps: installing ${need[*]}"
+  # The package must not start a MariaDB server on this machine (the test
+  # runs its own, in pods): a policy-rc.d that says no, unless one is there.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; }
+fi
+echo "install-test-deps: $(mariadbd --version 2>/dev/null || /usr/sbin/mariadbd --version)"
+
 # The real kubectl, 1.27 through 1.33: the e2e tests drive each version. They
 # ship with the machine image beside the `kubectl` dispatcher on PATH; no
 # package registry reachable here carries them, so we check and say where.

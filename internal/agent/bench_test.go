@@ -39,36 +39,52 @@ func TestMain(m *testing.M) {
 // as a host image; it returns a client.
 func startNode(tb testing.TB) (kubernetes.Interface, string) {
 	tb.Helper()
+	c, nodes := startNodes(tb, 1)
+	return c, nodes[0]
+}
+
+// startNodes is startNode with n agents, each its own node (they share
+// this machine's address, so the pod network needs no routes between them).
+func startNodes(tb testing.TB, n int) (kubernetes.Interface, []string) {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("the agent runs containers: needs root")
 	}
 	srv := testserver.Start(tb)
-	node := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e6)
-	dir := tb.TempDir()
-	a, err := agent.New(srv.Loopback, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.Options{
-		NodeName: node, DataDir: dir, ShimCommand: []string{os.Args[0]},
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := a.Images().AddHost("busybox", image.Config{Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}); err != nil {
-		tb.Fatal(err)
-	}
-	// This test binary as an image, for workloads measured inside a pod.
-	if _, err := a.Images().AddHost("iobench", image.Config{Entrypoint: []string{os.Args[0]}}); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
-		if err := agent.KillAll(context.Background(), dir, []string{os.Args[0]}); err != nil {
-			tb.Errorf("killall: %v", err)
+	stamp := time.Now().UnixNano() % 1e6
+	var nodes []string
+	for i := 0; i < n; i++ {
+		node := fmt.Sprintf("bench-%d", stamp)
+		if n > 1 {
+			node = fmt.Sprintf("bench-%d-%d", stamp, i)
 		}
-	})
-	return testserver.Client(tb, srv), node
+		nodes = append(nodes, node)
+		dir := tb.TempDir()
+		a, err := agent.New(srv.Loopback, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.Options{
+			NodeName: node, DataDir: dir, ShimCommand: []string{os.Args[0]},
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := a.Images().AddHost("busybox", image.Config{Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}); err != nil {
+			tb.Fatal(err)
+		}
+		// This test binary as an image, for workloads measured inside a pod.
+		if _, err := a.Images().AddHost("iobench", image.Config{Entrypoint: []string{os.Args[0]}}); err != nil {
+			tb.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = a.Run(ctx) }()
+		tb.Cleanup(func() {
+			cancel()
+			<-done
+			if err := agent.KillAll(context.Background(), dir, []string{os.Args[0]}); err != nil {
+				tb.Errorf("killall: %v", err)
+			}
+		})
+	}
+	return testserver.Client(tb, srv), nodes
 }
 
 // BenchmarkPodStart: a pod with one claim (a hostPath volume) created, then

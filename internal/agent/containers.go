@@ -127,7 +127,7 @@ func (a *Agent) ensureImage(ctx context.Context, w *podWorker, pod *corev1.Pod, 
 
 // containerSpec turns a container of the pod into what the runtime runs.
 func (a *Agent) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id string, attempt int, img image.Image, mounts map[string]volume.Mounted) (container.ContainerSpec, error) {
-	env, err := a.containerEnv(ctx, pod, c, a.ip)
+	env, err := a.containerEnv(ctx, pod, c, a.podIP(pod))
 	if err != nil {
 		return container.ContainerSpec{}, err
 	}

@@ -17,7 +17,8 @@ import (
 // Pods get their own addresses from the node's pod CIDR, reach each other,
 // a Service's cluster IP (proxied to its ready endpoints, which the
 // server's EndpointSlice controller finds) by address and by name through
-// the cluster DNS, and the API server through the kubernetes Service.
+// the cluster DNS, and the API server through the kubernetes Service; the
+// downward API's status.podIP is the pod's own address.
 func TestPodNetwork(t *testing.T) {
 	c, nodeName := startNode(t)
 	ctx := context.Background()
@@ -62,15 +63,17 @@ func TestPodNetwork(t *testing.T) {
 		"busybox timeout 5 busybox wget -qO- http://web/",
 		"hostname",
 		"grep nameserver /etc/resolv.conf",
+		"echo $POD_IP",
 	}, " && ")
 	client := runPod(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "client"}, Spec: corev1.PodSpec{
 		NodeName: nodeName, RestartPolicy: corev1.RestartPolicyNever,
 		Containers: []corev1.Container{{Name: "wget", Image: "busybox", ImagePullPolicy: corev1.PullNever,
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			Env:                      []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
 			Command:                  []string{"sh", "-c", "(" + script + ") >/dev/termination-log 2>&1 || { cat /dev/termination-log; exit 1; }"}}},
 	}}, corev1.PodSucceeded, corev1.PodFailed)
 	got := client.Status.ContainerStatuses[0].State.Terminated.Message
-	want := "hello\nhello\napi\n1\nhello\nclient\nnameserver 10.96.0.10\n"
+	want := "hello\nhello\napi\n1\nhello\nclient\nnameserver 10.96.0.10\n" + client.Status.PodIP + "\n"
 	if client.Status.Phase != corev1.PodSucceeded || got != want {
 		t.Fatalf("client %s; its output:\n%s\nwant:\n%s", client.Status.Phase, got, want)
 	}

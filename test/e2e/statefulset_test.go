@@ -21,10 +21,16 @@ const nginxSlim = "registry.cn-hangzhou.aliyuncs.com/chenshi-kubernetes/nginx-sl
 
 func hostNginxSlim(t *testing.T, dataDir string) {
 	t.Helper()
-	for _, args := range [][]string{
-		{nginxSlim, "--entrypoint", "sh", "--cmd", "-c", "--cmd", "trap 'exit 0' TERM; busybox httpd -f -p 80 -h /usr/share/nginx/html & wait"},
-		{"busybox"},
-	} {
+	hostImages(t, dataDir,
+		[]string{nginxSlim, "--entrypoint", "sh", "--cmd", "-c", "--cmd", "trap 'exit 0' TERM; busybox httpd -f -p 80 -h /usr/share/nginx/html & wait"},
+		[]string{"busybox"})
+}
+
+// hostImages names host programs as images on the node of dataDir: each
+// element is the arguments of one `moorage image host`.
+func hostImages(t *testing.T, dataDir string, images ...[]string) {
+	t.Helper()
+	for _, args := range images {
 		cmd := exec.Command(moorageBin, append([]string{"image", "host", "--data-dir", dataDir}, args...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("moorage image host %s: %v\n%s", args[0], err, out)
@@ -32,11 +38,13 @@ func hostNginxSlim(t *testing.T, dataDir string) {
 	}
 }
 
-// startLabServer runs `moorage up` as kube-node-1 on machine 0 of the lab.
-func startLabServer(t *testing.T, l *lab) *moorage {
+// startLabServer runs `moorage up` as kube-node-1 on machine 0 of the lab,
+// with nginx-slim, busybox and the given images (hostImages).
+func startLabServer(t *testing.T, l *lab, images ...[]string) *moorage {
 	t.Helper()
 	dir := t.TempDir()
 	hostNginxSlim(t, dir)
+	hostImages(t, dir, images...)
 	m, err := launchIn(l.machines[0], dir, nil, "--listen", machineIP(0)+":0", "--node-name", "kube-node-1")
 	if err != nil {
 		t.Fatalf("moorage up on machine 0: %v", err)
@@ -54,8 +62,9 @@ func startLabServer(t *testing.T, l *lab) *moorage {
 }
 
 // joinLabAgent runs `moorage agent` as node name on machine i of the lab,
-// joined with a token from `moorage token create`.
-func joinLabAgent(t *testing.T, l *lab, m *moorage, i int, name string) *syncBuffer {
+// joined with a token from `moorage token create`, with the images of
+// startLabServer.
+func joinLabAgent(t *testing.T, l *lab, m *moorage, i int, name string, images ...[]string) *syncBuffer {
 	t.Helper()
 	out, err := inNetNS(m.netns, moorageBin, "token", "create", "--data-dir", m.DataDir).CombinedOutput()
 	if err != nil {
@@ -64,6 +73,7 @@ func joinLabAgent(t *testing.T, l *lab, m *moorage, i int, name string) *syncBuf
 	token := strings.TrimSpace(string(out))
 	dir := t.TempDir()
 	hostNginxSlim(t, dir)
+	hostImages(t, dir, images...)
 	return runAgent(t, inNetNS(l.machines[i], moorageBin, "agent", "--server", m.URL, "--token", token, "--data-dir", dir,
 		"--node-name", name, "--listen", machineIP(i)+":0"), dir)
 }
