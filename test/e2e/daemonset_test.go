@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -183,4 +184,118 @@ func expectDaemonSetRow(t *testing.T, m *moorage, v int, n string) {
 	if want := fmt.Sprintf(`(?m)^cassandra-daemonset\s+%[1]s\s+%[1]s\s+%[1]s\s+%[1]s\s+%[1]s\s+app=cassandra\s+\S+$`, n); !regexp.MustCompile(want).MatchString(r.Stdout) {
 		t.Errorf("kubectl get ds: no row like %s\n%s", want, r)
 	}
+}
+
+// TestSeed000CassandraReplicationController is seed 000's Cassandra
+// ReplicationController on two nodes. As the seed writes it, its labels and
+// selector come from the template's, each pod gets an empty /cassandra_data
+// (a replacement pod starts empty again), and its anti-affinity constrains
+// nothing: it asks for app=cassandra, the pods are app=Cassandra, and label
+// values are case-sensitive. Spelled alike, at most one pod runs on a node:
+// two run, and the third stays Pending with the scheduler's reasons.
+func TestSeed000CassandraReplicationController(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	v := defaultVersion
+	l := newLab(t, 2)
+	m := startLabServer(t, l, cassandraImage)
+	agent := joinLabAgent(t, l, m, 1, "kube-node-2", cassandraImage)
+	if !eventually(podTimeout, func() bool {
+		out := m.kubectl(t, v, "get", "nodes").Stdout
+		return regexp.MustCompile(`(?m)^kube-node-1\s+Ready\s`).MatchString(out) && regexp.MustCompile(`(?m)^kube-node-2\s+Ready\s`).MatchString(out)
+	}) {
+		t.Fatalf("nodes not Ready:\n%s\nagent:\n%s", m.kubectl(t, v, "get", "nodes"), agent)
+	}
+	runSh, _, _ := strings.Cut(readTestdata("workloads/seed000-cassandra-daemonset.yaml"), "\n---\n")
+	expectOK(t, m.kubectlStdin(t, v, runSh, "apply", "-f", "-"), "configmap/cassandra-run-sh created")
+
+	file := testdata("workloads/seed000-cassandra-rc.yaml")
+	expectOK(t, m.kubectl(t, v, "apply", "-f", file), "replicationcontroller/cassandra created")
+	expectOK(t, m.kubectl(t, v, "get", "rc", "cassandra", "-o", "jsonpath={.spec.selector} {.metadata.labels}"), `{"app":"Cassandra"} {"app":"Cassandra"}`)
+	pods := waitRCPods(t, m, v, "Cassandra", 3, 0)
+	if !eventually(podTimeout, func() bool {
+		return regexp.MustCompile(`(?m)^cassandra\s+3\s+3\s+3\s`).MatchString(m.kubectl(t, v, "get", "rc", "cassandra").Stdout)
+	}) {
+		t.Errorf("kubectl get rc: want DESIRED, CURRENT and READY 3:\n%s", m.kubectl(t, v, "get", "rc", "cassandra"))
+	}
+
+	// emptyDir survives a container, not its pod: the replacement starts empty.
+	victim := pods[0].Name
+	m.mustKubectl(t, v, "exec", victim, "--", "sh", "-c", "echo data > /cassandra_data/marker && cat /cassandra_data/marker")
+	m.mustKubectl(t, v, "delete", "pod", victim)
+	var fresh string
+	for _, p := range waitRCPods(t, m, v, "Cassandra", 3, 0) {
+		if p.Name == victim {
+			t.Fatalf("pod %s still there after its deletion", victim)
+		}
+		if !slices.ContainsFunc(pods, func(old corev1.Pod) bool { return old.Name == p.Name }) {
+			fresh = p.Name
+		}
+	}
+	if fresh == "" {
+		t.Fatalf("no replacement for %s", victim)
+	}
+	if r := m.kubectl(t, v, "exec", fresh, "--", "ls", "-A", "/cassandra_data"); r.Code != 0 || r.Stdout != "" {
+		t.Errorf("the replacement %s's /cassandra_data is not empty: %s", fresh, r)
+	}
+
+	// The anti-affinity spelled as the pods' label: one pod per node.
+	m.mustKubectl(t, v, "delete", "-f", file)
+	if !eventually(podTimeout, func() bool { return len(rcPods(t, m, v, "Cassandra")) == 0 }) {
+		t.Fatalf("pods left after deleting the RC:\n%s", m.kubectl(t, v, "get", "pods", "-o", "wide"))
+	}
+	alike := strings.ReplaceAll(readTestdata("workloads/seed000-cassandra-rc.yaml"), "app: Cassandra", "app: cassandra")
+	expectOK(t, m.kubectlStdin(t, v, alike, "apply", "-f", "-"), "replicationcontroller/cassandra created")
+	pods = waitRCPods(t, m, v, "cassandra", 2, 1)
+	nodes := map[string]bool{}
+	var pending string
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodPending {
+			pending = p.Name
+			continue
+		}
+		nodes[p.Spec.NodeName] = true
+	}
+	if !nodes["kube-node-1"] || !nodes["kube-node-2"] {
+		t.Errorf("want one Running pod on each node:\n%s", m.kubectl(t, v, "get", "pods", "-o", "wide"))
+	}
+	want := "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod."
+	if !eventually(podTimeout, func() bool {
+		return strings.Contains(m.kubectl(t, v, "get", "events", "--field-selector", "involvedObject.name="+pending).Stdout, want)
+	}) {
+		t.Errorf("no FailedScheduling event %q for %s:\n%s", want, pending, m.kubectl(t, v, "describe", "pod", pending))
+	}
+}
+
+// rcPods lists the pods labelled app=label.
+func rcPods(t *testing.T, m *moorage, v int, label string) []corev1.Pod {
+	t.Helper()
+	var list corev1.PodList
+	m.getJSON(t, v, &list, "pods", "-l", "app="+label)
+	return list.Items
+}
+
+// waitRCPods waits until exactly running pods labelled app=label are
+// Running and pending ones Pending and unscheduled, none terminating.
+func waitRCPods(t *testing.T, m *moorage, v int, label string, running, pending int) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	if !eventually(podTimeout, func() bool {
+		pods = rcPods(t, m, v, label)
+		r, p := 0, 0
+		for _, pod := range pods {
+			switch {
+			case pod.DeletionTimestamp != nil:
+				return false
+			case pod.Status.Phase == corev1.PodRunning:
+				r++
+			case pod.Status.Phase == corev1.PodPending && pod.Spec.NodeName == "":
+				p++
+			}
+		}
+		return r == running && p == pending && len(pods) == running+pending
+	}) {
+		t.Fatalf("want %d Running and %d unscheduled pods labelled app=%s:\n%s", running, pending, label, m.kubectl(t, v, "get", "pods", "-o", "wide"))
+	}
+	return pods
 }
