@@ -4,6 +4,8 @@
 set -euo pipefail
 
 "$(dirname "$0")/install-runtime-deps.sh"
+# etcd, for the store's etcd backend (internal/store/etcd) and moorage on it.
+"$(dirname "$0")/install-etcd.sh"
 
 # csi-sanity, the CSI conformance suite: internal/csi/local's sanity test
 # runs it against `moorage csi-driver`. It goes where `go install` puts

@@ -34,6 +34,7 @@ import (
 	"github.com/moorage/moorage/internal/serviceaccount"
 	"github.com/moorage/moorage/internal/store"
 	"github.com/moorage/moorage/internal/store/embedded"
+	"github.com/moorage/moorage/internal/store/etcd"
 )
 
 // Version is moorage's own version, set at build time with -ldflags.
@@ -66,6 +67,10 @@ type ServerOptions struct {
 	// names (upstream's, e.g. "statefulset-controller"): for tests that
 	// run their own.
 	WithoutControllers []string
+	// Etcd, if set, keeps the objects in an etcd cluster instead of the
+	// embedded store (DataDir/state.db); certificates, the token and the
+	// kubeconfig stay in DataDir.
+	Etcd *etcd.Config
 }
 
 // Server is a running moorage server.
@@ -128,7 +133,12 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		}
 	}()
 
-	if s.store, err = embedded.Open(filepath.Join(dir, "state.db"), embedded.Options{}); err != nil {
+	if opts.Etcd != nil {
+		s.store, err = etcd.Open(ctx, *opts.Etcd)
+	} else {
+		s.store, err = embedded.Open(filepath.Join(dir, "state.db"), embedded.Options{})
+	}
+	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
 	token, err := ensureToken(filepath.Join(dir, "token"))

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,10 +15,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/moorage/moorage/internal/app"
 	"github.com/moorage/moorage/internal/container"
 	"github.com/moorage/moorage/internal/csi/local"
+	"github.com/moorage/moorage/internal/store/etcd"
 )
 
 // Main runs the command line with args (without the program name) and
@@ -71,6 +74,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	var logLevel string
 	var controllers []string
 	builtinCSI := true
+	var etcdCfg etcd.Config
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
@@ -87,6 +91,11 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 				return fmt.Errorf("--controllers: %w", err)
 			}
 			opts.WithoutControllers = without
+			if len(etcdCfg.Endpoints) > 0 {
+				opts.Etcd = &etcdCfg
+			} else if etcdCfg.CAFile != "" || etcdCfg.CertFile != "" || etcdCfg.KeyFile != "" {
+				return errors.New("--etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-endpoints")
+			}
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
@@ -101,6 +110,17 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:6443", "address (host:port) the API server listens on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringSliceVar(&controllers, "controllers", []string{"*"}, "controllers to run, as kube-controller-manager's flag: '*' is all, 'name' enables one, '-name' leaves one out (e.g. *,-statefulset-controller)")
+	cmd.Flags().StringSliceVar(&etcdCfg.Endpoints, "etcd-endpoints", nil, "keep the objects in etcd (3.4 or newer) at these client URLs (comma-separated) instead of the embedded store; --etcd-servers, kube-apiserver's name, works too")
+	cmd.Flags().StringVar(&etcdCfg.Prefix, "etcd-prefix", etcd.DefaultPrefix, "the prefix of every key moorage keeps in etcd")
+	cmd.Flags().StringVar(&etcdCfg.CAFile, "etcd-cafile", "", "CA certificate that signs the etcd servers' certificates (TLS)")
+	cmd.Flags().StringVar(&etcdCfg.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
+	cmd.Flags().StringVar(&etcdCfg.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
+	cmd.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "etcd-servers" {
+			name = "etcd-endpoints"
+		}
+		return pflag.NormalizedName(name)
+	})
 	if withAgent {
 		cmd.Flags().StringVar(&opts.NodeName, "node-name", "", "name of this machine's Node (default: the host name)")
 		cmd.Flags().BoolVar(&builtinCSI, "builtin-csi-driver", true, "run the built-in CSI driver "+local.DriverName+" and its provisioner on this node")

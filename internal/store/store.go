@@ -14,7 +14,9 @@
 // (So Compact(C) may discard the history of the writes at revisions <= C.)
 //
 // Backends: embedded (bbolt, one file; the default) and, later, etcd. Every
-// backend must pass the conformance suite in package storetest.
+// backend must pass the conformance suite in package storetest. With etcd,
+// "the next revision" is the next of etcd's: revisions still strictly
+// increase, but may skip values taken by other writes to the same etcd.
 package store
 
 import (
