@@ -121,8 +121,9 @@ func TestWatchListSendsInitialEventsThenBookmark(t *testing.T) {
 	if _, err := c.CoreV1().ConfigMaps("default").Create(ctx, cm("one", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Only "one": the root CA publisher adds kube-root-ca.crt at any time.
 	w, err := c.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{
-		SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true,
+		SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true, FieldSelector: "metadata.name=one",
 		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
 	})
 	if err != nil {

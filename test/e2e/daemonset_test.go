@@ -25,15 +25,7 @@ func TestSeed000CassandraDaemonSet(t *testing.T) {
 	requireE2E(t)
 	t.Parallel()
 	v := defaultVersion
-	l := newLab(t, 2)
-	m := startLabServer(t, l, cassandraImage)
-	agent := joinLabAgent(t, l, m, 1, "kube-node-2", cassandraImage)
-	if !eventually(podTimeout, func() bool {
-		out := m.kubectl(t, v, "get", "nodes").Stdout
-		return regexp.MustCompile(`(?m)^kube-node-1\s+Ready\s`).MatchString(out) && regexp.MustCompile(`(?m)^kube-node-2\s+Ready\s`).MatchString(out)
-	}) {
-		t.Fatalf("nodes not Ready:\n%s\nagent:\n%s", m.kubectl(t, v, "get", "nodes"), agent)
-	}
+	m := startCassandraLab(t)
 
 	file := testdata("workloads/seed000-cassandra-daemonset.yaml")
 	_, ds, ok := strings.Cut(readTestdata("workloads/seed000-cassandra-daemonset.yaml"), "\n---\n")
@@ -111,6 +103,23 @@ func TestSeed000CassandraDaemonSet(t *testing.T) {
 	if !eventually(podTimeout, func() bool { return len(cassandraPods(t, m, v)) == 0 }) {
 		t.Errorf("pods left after deleting the set:\n%s", m.kubectl(t, v, "get", "pods", "-o", "wide"))
 	}
+}
+
+// startCassandraLab runs a server (kube-node-1) and an agent (kube-node-2)
+// on two machines of a lab, each with the Cassandra image, and waits until
+// both nodes are Ready.
+func startCassandraLab(t *testing.T) *moorage {
+	t.Helper()
+	l := newLab(t, 2)
+	m := startLabServer(t, l, cassandraImage)
+	agent := joinLabAgent(t, l, m, 1, "kube-node-2", cassandraImage)
+	if !eventually(podTimeout, func() bool {
+		out := m.kubectl(t, defaultVersion, "get", "nodes").Stdout
+		return regexp.MustCompile(`(?m)^kube-node-1\s+Ready\s`).MatchString(out) && regexp.MustCompile(`(?m)^kube-node-2\s+Ready\s`).MatchString(out)
+	}) {
+		t.Fatalf("nodes not Ready:\n%s\nagent:\n%s", m.kubectl(t, defaultVersion, "get", "nodes"), agent)
+	}
+	return m
 }
 
 // cassandraPods maps the DaemonSet's pods to their phase, by "node/name".
@@ -197,15 +206,7 @@ func TestSeed000CassandraReplicationController(t *testing.T) {
 	requireE2E(t)
 	t.Parallel()
 	v := defaultVersion
-	l := newLab(t, 2)
-	m := startLabServer(t, l, cassandraImage)
-	agent := joinLabAgent(t, l, m, 1, "kube-node-2", cassandraImage)
-	if !eventually(podTimeout, func() bool {
-		out := m.kubectl(t, v, "get", "nodes").Stdout
-		return regexp.MustCompile(`(?m)^kube-node-1\s+Ready\s`).MatchString(out) && regexp.MustCompile(`(?m)^kube-node-2\s+Ready\s`).MatchString(out)
-	}) {
-		t.Fatalf("nodes not Ready:\n%s\nagent:\n%s", m.kubectl(t, v, "get", "nodes"), agent)
-	}
+	m := startCassandraLab(t)
 	runSh, _, _ := strings.Cut(readTestdata("workloads/seed000-cassandra-daemonset.yaml"), "\n---\n")
 	expectOK(t, m.kubectlStdin(t, v, runSh, "apply", "-f", "-"), "configmap/cassandra-run-sh created")
 
