@@ -14,10 +14,10 @@
 // do not count: a kubelet never starts a pod whose claim is being deleted.
 // A volume is in use while its status.phase is Bound.
 //
-// Design. One shared informer factory (claims, pods with an index from claim
-// key to the pods that reference it, volumes) feeds two typed rate-limited
-// queues, "pvcprotection" and "pvprotection", as upstream. Claim keys are
-// batched by namespace: one goroutine moves keys off the claim queue into a
+// Design. The informers (shared with the other controllers: claims, pods
+// with an index from claim key to the pods that reference it, volumes) feed
+// two typed rate-limited queues, "pvcprotection" and "pvprotection", as
+// upstream. Claim keys are batched by namespace: one goroutine moves keys off the claim queue into a
 // per-namespace batch, and the worker handles a namespace's batch at once,
 // so that a burst of deletions (a namespace being emptied) costs one live
 // pod list per namespace rather than one per claim. The claim queue's Done
