@@ -17,12 +17,12 @@
 // Design. The informers (shared with the other controllers: claims, pods
 // with an index from claim key to the pods that reference it, volumes) feed
 // two typed rate-limited queues, "pvcprotection" and "pvprotection", as
-// upstream. Claim keys are batched by namespace: one goroutine moves keys off the claim queue into a
-// per-namespace batch, and the worker handles a namespace's batch at once,
-// so that a burst of deletions (a namespace being emptied) costs one live
-// pod list per namespace rather than one per claim. The claim queue's Done
-// is called only once a key's batch is handled, so a key is never in two
-// batches at once.
+// upstream. Claim keys are batched by namespace: one goroutine moves keys
+// off the claim queue into a per-namespace batch, and the worker handles a
+// namespace's batch at once, so that a burst of deletions (a namespace being
+// emptied) costs one live pod list per namespace rather than one per claim.
+// The claim queue's Done is called only once a key's batch is handled, so a
+// key is never in two batches at once.
 //
 // Invariant: a finalizer is removed only after both the informer's pod
 // index and a live LIST of the namespace's pods show no pod using the claim,
