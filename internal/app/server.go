@@ -67,11 +67,22 @@ type ServerOptions struct {
 	// names (upstream's, e.g. "statefulset-controller"): for tests that
 	// run their own.
 	WithoutControllers []string
-	// Etcd, if set, keeps the objects in an etcd cluster instead of the
-	// embedded store (DataDir/state.db); certificates, the token and the
-	// kubeconfig stay in DataDir.
-	Etcd *etcd.Config
+	// Etcd, if it has endpoints, keeps the objects in an etcd cluster
+	// instead of the embedded store (DataDir/state.db); certificates, the
+	// token and the kubeconfig stay in DataDir.
+	Etcd EtcdOptions
 }
+
+// EtcdOptions say how to reach etcd (kube-apiserver's --etcd-* flags).
+type EtcdOptions struct {
+	Endpoints []string
+	// Prefix of every key; "" means DefaultEtcdPrefix.
+	Prefix                    string
+	CAFile, CertFile, KeyFile string
+}
+
+// DefaultEtcdPrefix is the prefix of moorage's keys in etcd.
+const DefaultEtcdPrefix = etcd.DefaultPrefix
 
 // Server is a running moorage server.
 type Server struct {
@@ -133,8 +144,8 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		}
 	}()
 
-	if opts.Etcd != nil {
-		s.store, err = etcd.Open(ctx, *opts.Etcd)
+	if e := opts.Etcd; len(e.Endpoints) > 0 {
+		s.store, err = etcd.Open(ctx, etcd.Config{Endpoints: e.Endpoints, Prefix: e.Prefix, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile})
 	} else {
 		s.store, err = embedded.Open(filepath.Join(dir, "state.db"), embedded.Options{})
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/moorage/moorage/internal/app"
 	"github.com/moorage/moorage/internal/container"
 	"github.com/moorage/moorage/internal/csi/local"
-	"github.com/moorage/moorage/internal/store/etcd"
 )
 
 // Main runs the command line with args (without the program name) and
@@ -74,7 +73,6 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	var logLevel string
 	var controllers []string
 	builtinCSI := true
-	var etcdCfg etcd.Config
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
@@ -91,9 +89,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 				return fmt.Errorf("--controllers: %w", err)
 			}
 			opts.WithoutControllers = without
-			if len(etcdCfg.Endpoints) > 0 {
-				opts.Etcd = &etcdCfg
-			} else if etcdCfg.CAFile != "" || etcdCfg.CertFile != "" || etcdCfg.KeyFile != "" {
+			if e := opts.Etcd; len(e.Endpoints) == 0 && (e.CAFile != "" || e.CertFile != "" || e.KeyFile != "") {
 				return errors.New("--etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-endpoints")
 			}
 			if opts.Agent {
@@ -110,11 +106,11 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().StringVar(&opts.Listen, "listen", "127.0.0.1:6443", "address (host:port) the API server listens on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringSliceVar(&controllers, "controllers", []string{"*"}, "controllers to run, as kube-controller-manager's flag: '*' is all, 'name' enables one, '-name' leaves one out (e.g. *,-statefulset-controller)")
-	cmd.Flags().StringSliceVar(&etcdCfg.Endpoints, "etcd-endpoints", nil, "keep the objects in etcd (3.4 or newer) at these client URLs (comma-separated) instead of the embedded store; --etcd-servers, kube-apiserver's name, works too")
-	cmd.Flags().StringVar(&etcdCfg.Prefix, "etcd-prefix", etcd.DefaultPrefix, "the prefix of every key moorage keeps in etcd")
-	cmd.Flags().StringVar(&etcdCfg.CAFile, "etcd-cafile", "", "CA certificate that signs the etcd servers' certificates (TLS)")
-	cmd.Flags().StringVar(&etcdCfg.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
-	cmd.Flags().StringVar(&etcdCfg.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
+	cmd.Flags().StringSliceVar(&opts.Etcd.Endpoints, "etcd-endpoints", nil, "keep the objects in etcd (3.4 or newer) at these client URLs (comma-separated) instead of the embedded store; --etcd-servers, kube-apiserver's name, works too")
+	cmd.Flags().StringVar(&opts.Etcd.Prefix, "etcd-prefix", app.DefaultEtcdPrefix, "the prefix of every key moorage keeps in etcd")
+	cmd.Flags().StringVar(&opts.Etcd.CAFile, "etcd-cafile", "", "CA certificate that signs the etcd servers' certificates (TLS)")
+	cmd.Flags().StringVar(&opts.Etcd.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
+	cmd.Flags().StringVar(&opts.Etcd.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
 	cmd.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "etcd-servers" {
 			name = "etcd-endpoints"
