@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -21,21 +20,6 @@ func openTest(t *testing.T, path string, opts Options) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// recv returns the next event of w, failing t if the watch ends or stalls.
-func recv(t *testing.T, w store.WatchResult) store.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-w.Events:
-		if !ok {
-			t.Fatalf("watch ended: %v", w.Err())
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	panic("unreachable")
 }
 
 func TestConformance(t *testing.T) {
@@ -90,7 +74,7 @@ func TestReopenKeepsRevisionsValuesAndHistory(t *testing.T) {
 		key string
 		rev int64
 	}{{store.Created, "/b", 2}, {store.Updated, "/a", 3}, {store.Deleted, "/b", 4}, {store.Created, "/c", 5}} {
-		ev := recv(t, w)
+		ev := storetest.Next(t, w, 1)[0]
 		if ev.Type != want.typ || ev.KV.Key != want.key || ev.KV.ModRevision != want.rev {
 			t.Fatalf("event %v %s@%d, want %v %s@%d", ev.Type, ev.KV.Key, ev.KV.ModRevision, want.typ, want.key, want.rev)
 		}
@@ -148,7 +132,7 @@ func TestLongHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	for rev := first.ModRevision + 1; rev <= writes+1; rev++ {
-		if ev := recv(t, w); ev.KV.ModRevision != rev {
+		if ev := storetest.Next(t, w, 1)[0]; ev.KV.ModRevision != rev {
 			t.Fatalf("event at %d, want %d", ev.KV.ModRevision, rev)
 		}
 	}
@@ -165,7 +149,7 @@ func TestCompactDuringReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv(t, w) // the first history chunk has been read
+	storetest.Next(t, w, 1) // the first history chunk has been read
 	cur, _ := s.CurrentRevision(ctx)
 	if err := s.Compact(ctx, cur); err != nil {
 		t.Fatal(err)

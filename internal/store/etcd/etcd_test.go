@@ -36,21 +36,6 @@ func rawClient(t testing.TB, endpoints []string) *clientv3.Client {
 	return cli
 }
 
-// recv returns the next event of w, failing t if the watch ends or stalls.
-func recv(t testing.TB, w store.WatchResult) store.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-w.Events:
-		if !ok {
-			t.Fatalf("watch ended: %v", w.Err())
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	panic("unreachable")
-}
-
 // TestConformance runs the suite with one new etcd per test: the suite
 // checks exact revisions, so each store needs an etcd of its own.
 func TestConformance(t *testing.T) {
@@ -113,16 +98,16 @@ func TestSharedEtcd(t *testing.T) {
 	if want := "[/k /k2 b//k]"; fmt.Sprint(keys) != want {
 		t.Fatalf("a's keys = %v, want %s (and not its meta key)", keys, want)
 	}
-	if ev := recv(t, wa); ev.KV.Key != "/k" || ev.KV.ModRevision != a1.ModRevision {
+	if ev := storetest.Next(t, wa, 1)[0]; ev.KV.Key != "/k" || ev.KV.ModRevision != a1.ModRevision {
 		t.Fatalf("a's first event: %+v", ev)
 	}
-	if ev := recv(t, wa); ev.KV.Key != "b//k" {
+	if ev := storetest.Next(t, wa, 1)[0]; ev.KV.Key != "b//k" {
 		t.Fatalf("a's second event: %+v", ev)
 	}
-	if ev := recv(t, wa); ev.KV.Key != "/k2" || ev.KV.ModRevision != a2.ModRevision {
+	if ev := storetest.Next(t, wa, 1)[0]; ev.KV.Key != "/k2" || ev.KV.ModRevision != a2.ModRevision {
 		t.Fatalf("a's third event (not the meta key's): %+v", ev)
 	}
-	if ev := recv(t, wb); ev.KV.Key != "/k" || ev.KV.ModRevision != b1.ModRevision || string(ev.KV.Value) != "b" {
+	if ev := storetest.Next(t, wb, 1)[0]; ev.KV.Key != "/k" || ev.KV.ModRevision != b1.ModRevision || string(ev.KV.Value) != "b" {
 		t.Fatalf("b's event: %+v", ev)
 	}
 	if _, err := b.Get(ctx, "/k2"); !errors.Is(err, store.ErrNotFound) {
@@ -230,7 +215,7 @@ func TestWatchLongHistorySmallBuffer(t *testing.T) {
 	}
 	prev := start
 	for i := range n {
-		ev := recv(t, w)
+		ev := storetest.Next(t, w, 1)[0]
 		if ev.KV.ModRevision != prev+1 || ev.Type != store.Created {
 			t.Fatalf("event %d: %v at revision %d after %d", i, ev.Type, ev.KV.ModRevision, prev)
 		}

@@ -38,7 +38,7 @@ func testCompactKeepsCurrent(t *testing.T, newStore NewStore) {
 	wantKV(t, "Get after Compact", got, b)
 	w := mustWatch(t, s, "/k/", before.Revision)
 	b2 := mustUpdate(t, s, "/k/b", "3", b.ModRevision)
-	wantEvent(t, next(t, w, 1)[0], store.Updated, b2, &b)
+	wantEvent(t, Next(t, w, 1)[0], store.Updated, b2, &b)
 }
 
 func testCompactBounds(t *testing.T, newStore NewStore) {

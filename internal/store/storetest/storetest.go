@@ -187,9 +187,9 @@ func kv(key, value string, createRev, modRev int64) store.KeyValue {
 	return store.KeyValue{Key: key, Value: []byte(value), CreateRevision: createRev, ModRevision: modRev}
 }
 
-// next returns the next n events of w, failing t if the watch ends or
+// Next returns the next n events of w, failing t if the watch ends or
 // stalls first.
-func next(t *testing.T, w store.WatchResult, n int) []store.Event {
+func Next(t testing.TB, w store.WatchResult, n int) []store.Event {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()

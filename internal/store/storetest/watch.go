@@ -31,12 +31,12 @@ func testWatchHistoryThenLive(t *testing.T, newStore NewStore) {
 	a2 := mustUpdate(t, s, "/w/a", "2", a.ModRevision)
 	b := mustCreate(t, s, "/w/b", "1")
 	w := mustWatch(t, s, "/w/", a.ModRevision)
-	evs := next(t, w, 2)
+	evs := Next(t, w, 2)
 	wantEvent(t, evs[0], store.Updated, a2, &a)
 	wantEvent(t, evs[1], store.Created, b, nil)
 	bDel := mustDelete(t, s, "/w/b", 0)
 	c := mustCreate(t, s, "/w/c", "1")
-	evs = next(t, w, 2)
+	evs = Next(t, w, 2)
 	wantEvent(t, evs[0], store.Deleted, bDel, &b)
 	wantEvent(t, evs[1], store.Created, c, nil)
 }
@@ -46,7 +46,7 @@ func testWatchFromZero(t *testing.T, newStore NewStore) {
 	mustCreate(t, s, "/z/a", "1")
 	w := mustWatch(t, s, "/z/", 0)
 	b := mustCreate(t, s, "/z/b", "1")
-	wantEvent(t, next(t, w, 1)[0], store.Created, b, nil)
+	wantEvent(t, Next(t, w, 1)[0], store.Created, b, nil)
 }
 
 func testWatchFuture(t *testing.T, newStore NewStore) {
@@ -56,7 +56,7 @@ func testWatchFuture(t *testing.T, newStore NewStore) {
 	mustCreate(t, s, "/f/b", "1")
 	mustCreate(t, s, "/f/c", "1")
 	d := mustCreate(t, s, "/f/d", "1")
-	wantEvent(t, next(t, w, 1)[0], store.Created, d, nil)
+	wantEvent(t, Next(t, w, 1)[0], store.Created, d, nil)
 }
 
 func testWatchPrefix(t *testing.T, newStore NewStore) {
@@ -70,7 +70,7 @@ func testWatchPrefix(t *testing.T, newStore NewStore) {
 		}
 	}
 	// The last write matches: any stray event would come before it.
-	for i, ev := range next(t, w, len(want)) {
+	for i, ev := range Next(t, w, len(want)) {
 		wantEvent(t, ev, store.Created, want[i], nil)
 	}
 }
@@ -86,7 +86,7 @@ func testWatchEventContents(t *testing.T, newStore NewStore) {
 	history := mustWatch(t, s, "/e/", before.ModRevision)
 	for name, w := range map[string]store.WatchResult{"live": live, "history": history} {
 		t.Run(name, func(t *testing.T) {
-			evs := next(t, w, 3)
+			evs := Next(t, w, 3)
 			wantEvent(t, evs[0], store.Created, kv("/e/k", "v1", 2, 2), nil)
 			wantEvent(t, evs[1], store.Updated, kv("/e/k", "v2", 2, 3), &c)
 			wantEvent(t, evs[2], store.Deleted, kv("/e/k", "v2", 2, 4), &u)
@@ -168,7 +168,7 @@ func testWatchConcurrent(t *testing.T, newStore NewStore) {
 	for i, sw := range watches {
 		var got []int64
 		for len(got) == 0 || got[len(got)-1] != end.ModRevision {
-			ev := next(t, sw.w, 1)[0]
+			ev := Next(t, sw.w, 1)[0]
 			got = append(got, ev.KV.ModRevision)
 		}
 		if err := checkStream(got, acked, sw.lo, sw.hi); err != nil {
@@ -208,12 +208,12 @@ func testWatchCompacted(t *testing.T, newStore NewStore) {
 	_, err := s.Watch(t.Context(), "/w/", 2)
 	wantErr(t, "Watch after revision 2 when compacted at 3", err, store.ErrCompacted)
 	w := mustWatch(t, s, "/w/", 3)
-	evs := next(t, w, 2)
+	evs := Next(t, w, 2)
 	wantEvent(t, evs[0], store.Created, kvs[3], nil)
 	wantEvent(t, evs[1], store.Created, kvs[4], nil)
 	w = mustWatch(t, s, "/w/", 0)
 	kv := mustCreate(t, s, "/w/new", "v")
-	wantEvent(t, next(t, w, 1)[0], store.Created, kv, nil)
+	wantEvent(t, Next(t, w, 1)[0], store.Created, kv, nil)
 }
 
 func testWatchSlowConsumer(t *testing.T, newStore NewStore) {
@@ -237,7 +237,7 @@ func testWatchSlowConsumer(t *testing.T, newStore NewStore) {
 	if len(got) > 0 {
 		resume = got[len(got)-1].KV.ModRevision
 	}
-	rest := next(t, mustWatch(t, s, "/slow/", resume), writes-len(got))
+	rest := Next(t, mustWatch(t, s, "/slow/", resume), writes-len(got))
 	if !slices.Equal(revisions(rest), revs[len(got):]) {
 		t.Fatalf("resumed watch: revisions %v, want %v", revisions(rest), revs[len(got):])
 	}
@@ -252,7 +252,7 @@ func testWatchCancel(t *testing.T, newStore NewStore) {
 		t.Fatal(err)
 	}
 	kv := mustCreate(t, s, "/c/1", "v")
-	wantEvent(t, next(t, w, 1)[0], store.Created, kv, nil)
+	wantEvent(t, Next(t, w, 1)[0], store.Created, kv, nil)
 	cancel()
 	if _, err := untilClosed(t, w); err != nil {
 		t.Fatalf("Err after cancel = %v, want nil", err)
