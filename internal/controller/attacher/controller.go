@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/csi"
+
+	"github.com/moorage/moorage/internal/controller/queue"
 )
 
 // Options configure a Controller. Zero values get upstream's defaults.
@@ -161,8 +163,8 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for range c.opts.Workers {
-		wg.Go(func() { c.work(ctx, c.vas, c.syncVA) })
-		wg.Go(func() { c.work(ctx, c.pvs, c.syncPV) })
+		wg.Go(func() { queue.Work(ctx, c.vas, c.syncVA, c.syncFailed) })
+		wg.Go(func() { queue.Work(ctx, c.pvs, c.syncPV, c.syncFailed) })
 	}
 	<-ctx.Done()
 	c.vas.ShutDown()
@@ -204,22 +206,8 @@ func (c *Controller) describeDriver(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[string], syncOne func(context.Context, string) error) {
-	for {
-		key, quit := q.Get()
-		if quit {
-			return
-		}
-		if err := syncOne(ctx, key); err != nil {
-			if ctx.Err() == nil {
-				c.log.Info("sync failed; retrying with back-off", "key", key, "err", err, "kind", csi.Classify(err).String())
-			}
-			q.AddRateLimited(key)
-		} else {
-			q.Forget(key)
-		}
-		q.Done(key)
-	}
+func (c *Controller) syncFailed(key string, err error) {
+	c.log.Info("sync failed; retrying with back-off", "key", key, "err", err, "kind", csi.Classify(err).String())
 }
 
 func (c *Controller) vaAdded(obj any) {

@@ -43,6 +43,8 @@ import (
 	"github.com/moorage/moorage/internal/pvmatch"
 
 	"github.com/moorage/moorage/internal/controller/sharedinformers"
+
+	"github.com/moorage/moorage/internal/controller/queue"
 )
 
 // Component is the event source, as upstream names it.
@@ -176,8 +178,8 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < c.workers; i++ {
-		wg.Go(func() { c.work(ctx, c.claims, c.syncClaim) })
-		wg.Go(func() { c.work(ctx, c.volumes, c.syncVolume) })
+		wg.Go(func() { queue.Work(ctx, c.claims, c.syncClaim, c.syncFailed) })
+		wg.Go(func() { queue.Work(ctx, c.volumes, c.syncVolume, c.syncFailed) })
 	}
 	wg.Go(func() { c.resyncLoop(ctx) })
 	<-ctx.Done()
@@ -186,22 +188,8 @@ func (c *Controller) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func (c *Controller) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[string], sync func(context.Context, string) error) {
-	for {
-		key, quit := q.Get()
-		if quit {
-			return
-		}
-		if err := sync(ctx, key); err != nil {
-			if ctx.Err() == nil {
-				c.log.Debug("sync failed; retrying", "key", key, "err", err)
-			}
-			q.AddRateLimited(key)
-		} else {
-			q.Forget(key)
-		}
-		q.Done(key)
-	}
+func (c *Controller) syncFailed(key string, err error) {
+	c.log.Debug("sync failed; retrying", "key", key, "err", err)
 }
 
 // resyncLoop enqueues everything periodically, as upstream: events for

@@ -45,6 +45,8 @@ import (
 	"github.com/moorage/moorage/internal/controller/history"
 
 	"github.com/moorage/moorage/internal/controller/sharedinformers"
+
+	"github.com/moorage/moorage/internal/controller/queue"
 )
 
 // Component is the event source, as upstream names it.
@@ -152,7 +154,7 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for range c.workers {
-		wg.Go(func() { c.work(ctx) })
+		wg.Go(func() { queue.Work(ctx, c.queue, c.sync, c.syncFailed) })
 	}
 	wg.Go(func() {
 		t := time.NewTicker(time.Minute)
@@ -171,22 +173,8 @@ func (c *Controller) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func (c *Controller) work(ctx context.Context) {
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return
-		}
-		if err := c.sync(ctx, key); err != nil {
-			if ctx.Err() == nil {
-				c.log.Debug("sync failed; retrying", "daemonset", key, "err", err)
-			}
-			c.queue.AddRateLimited(key)
-		} else {
-			c.queue.Forget(key)
-		}
-		c.queue.Done(key)
-	}
+func (c *Controller) syncFailed(key string, err error) {
+	c.log.Debug("sync failed; retrying", "daemonset", key, "err", err)
 }
 
 func keyOf(ds *appsv1.DaemonSet) string { return ds.Namespace + "/" + ds.Name }

@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/moorage/moorage/internal/csi"
+
+	"github.com/moorage/moorage/internal/controller/queue"
 )
 
 // Mode says which claims and volumes a provisioner handles.
@@ -286,8 +288,8 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for range c.opts.Workers {
-		wg.Go(func() { work(ctx, c.log, c.claims, c.syncClaim) })
-		wg.Go(func() { work(ctx, c.log, c.volumes, c.syncVolume) })
+		wg.Go(func() { queue.Work(ctx, c.claims, c.syncClaim, syncFailed[types.UID](c.log)) })
+		wg.Go(func() { queue.Work(ctx, c.volumes, c.syncVolume, syncFailed[string](c.log)) })
 	}
 	<-ctx.Done()
 	c.claims.ShutDown()
@@ -322,22 +324,8 @@ func (c *Controller) describeDriver(ctx context.Context) error {
 	return nil
 }
 
-func work[K comparable](ctx context.Context, log *slog.Logger, q workqueue.TypedRateLimitingInterface[K], sync func(context.Context, K) error) {
-	for {
-		key, quit := q.Get()
-		if quit {
-			return
-		}
-		if err := sync(ctx, key); err != nil {
-			if ctx.Err() == nil {
-				log.Info("sync failed; retrying with back-off", "key", key, "err", err)
-			}
-			q.AddRateLimited(key)
-		} else {
-			q.Forget(key)
-		}
-		q.Done(key)
-	}
+func syncFailed[K comparable](log *slog.Logger) func(K, error) {
+	return func(key K, err error) { log.Info("sync failed; retrying with back-off", "key", key, "err", err) }
 }
 
 // provisionerOf is the provisioner a claim was handed to by the PV
