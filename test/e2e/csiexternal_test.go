@@ -61,7 +61,8 @@ func TestCSIExternalDriverProcess(t *testing.T) {
 	}) {
 		t.Fatalf("the external driver never registered\n%s\ndriver output:\n%s\nmoorage output:\n%s", r, out.String(), m.Output())
 	}
-	if !strings.Contains(out.String(), "registered with the node") {
+	// The agent tells the registrar after it has written the CSINode entry.
+	if !eventually(podTimeout, func() bool { return strings.Contains(out.String(), "registered with the node") }) {
 		t.Errorf("the driver's registrar was not told it is registered:\n%s", out.String())
 	}
 	expectOK(t, m.kubectl(t, v, "apply", "-f", m.writeFile(t, "dynamic.yaml", dynamicProvisioning)), "pod/writer created")
