@@ -31,8 +31,10 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := s.repairServiceAllocations(ctx); err != nil {
-		return err
+	if !s.cfg.SharedStore {
+		if err := s.repairServiceAllocations(ctx); err != nil {
+			return err
+		}
 	}
 	host, portStr, err := net.SplitHostPort(s.cfg.ExternalAddress)
 	if err != nil {

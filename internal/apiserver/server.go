@@ -62,6 +62,10 @@ type Config struct {
 	Logger          *slog.Logger
 	// Nodes reaches node agents for pod logs and exec; nil answers 503.
 	Nodes NodeConnector
+	// SharedStore: other API servers write to the same store (etcd).
+	// Bootstrap then leaves the repair of Service IP and port reservations
+	// to RepairServiceAllocations, which the leader runs.
+	SharedStore bool
 }
 
 // Server is the API server's HTTP handler.

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -193,22 +195,60 @@ func keepServiceAllocations(svc, old *corev1.Service) {
 }
 
 // repairServiceAllocations deletes reservations whose Service is gone (a
-// crash between deleting the Service and its reservations).
+// crash between deleting the Service and its reservations). Only for a
+// store no other server writes: see RepairServiceAllocations.
 func (s *Server) repairServiceAllocations(ctx context.Context) error {
+	orphans, err := s.orphanAllocations(ctx)
+	for _, kv := range orphans {
+		_, _ = s.objects.store.Delete(ctx, kv.Key, kv.ModRevision)
+	}
+	return err
+}
+
+// RepairServiceAllocations is the repair of servers sharing a store, where
+// another server may have reserved an IP or port for a Service it has not
+// created yet: it deletes only the reservations orphaned both now and
+// after grace, unchanged in between. It returns when done or ctx ends.
+func (s *Server) RepairServiceAllocations(ctx context.Context, grace time.Duration) error {
+	first, err := s.orphanAllocations(ctx)
+	if err != nil || len(first) == 0 {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(grace):
+	}
+	second, err := s.orphanAllocations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, kv := range second {
+		if slices.ContainsFunc(first, func(f store.KeyValue) bool { return f.Key == kv.Key && f.ModRevision == kv.ModRevision }) {
+			_, _ = s.objects.store.Delete(ctx, kv.Key, kv.ModRevision)
+		}
+	}
+	return nil
+}
+
+// orphanAllocations are the reservations whose Service is gone or no
+// longer holds the value.
+func (s *Server) orphanAllocations(ctx context.Context) ([]store.KeyValue, error) {
+	var orphans []store.KeyValue
 	for _, prefix := range []string{ipAllocationPrefix, portAllocationPrefix} {
 		lr, err := s.objects.store.List(ctx, prefix, store.ListOptions{})
 		if err != nil {
-			return err
+			return orphans, err
 		}
 		for _, kv := range lr.KVs {
 			ns, name, _ := strings.Cut(string(kv.Value), "/")
 			obj, _, err := s.objects.get(ctx, s.resourceByPlural("services"), ns, name)
 			if apierrors.IsNotFound(err) || (err == nil && !holds(obj.(*corev1.Service), strings.TrimPrefix(kv.Key, prefix))) {
-				_, _ = s.objects.store.Delete(ctx, kv.Key, kv.ModRevision)
+				orphans = append(orphans, kv)
 			}
 		}
 	}
-	return nil
+	return orphans, nil
 }
 
 func holds(svc *corev1.Service, value string) bool {

@@ -17,13 +17,10 @@ import (
 )
 
 // startIdentity starts what gives pods and joining agents their identity:
-// the default ServiceAccount and kube-root-ca.crt in every namespace, and
-// the signed cluster-info (this server's URL and CA) that `moorage agent
-// --token` discovers the server with, with the bootstrap token cleaner.
-func startIdentity(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, url string, caPEM []byte, log *slog.Logger) error {
-	if err := publishClusterInfo(ctx, cfg, url, caPEM); err != nil {
-		return err
-	}
+// the default ServiceAccount and kube-root-ca.crt in every namespace, the
+// signatures of cluster-info (publishClusterInfo) that `moorage agent
+// --token` discovers the server with, and the bootstrap token cleaner.
+func startIdentity(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, caPEM []byte, log *slog.Logger) error {
 	accounts, err := serviceaccount.New(cfg, log, serviceaccount.Options{})
 	if err != nil {
 		return err

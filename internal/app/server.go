@@ -68,9 +68,13 @@ type ServerOptions struct {
 	// run their own.
 	WithoutControllers []string
 	// Etcd, if it has endpoints, keeps the objects in an etcd cluster
-	// instead of the embedded store (DataDir/state.db); certificates, the
-	// token and the kubeconfig stay in DataDir.
+	// instead of the embedded store (DataDir/state.db). Several servers
+	// may share one etcd (and prefix): they share the CA, the admin token
+	// and the service account key through it (see clusterSecrets), and
+	// elect one leader to run the controllers and the scheduler.
 	Etcd EtcdOptions
+	// LeaderElection times that election.
+	LeaderElection LeaderElection
 }
 
 // EtcdOptions say how to reach etcd (kube-apiserver's --etcd-* flags).
@@ -92,6 +96,9 @@ type Server struct {
 	// (TLS to its address, the admin token), as an external client has.
 	Loopback *rest.Config
 	Ready    time.Duration
+	// Identity is this server's holderIdentity in the leader Lease, when
+	// it shares etcd with others ("" with the embedded store).
+	Identity string
 	// Agent is this machine's node agent, when the server runs one.
 	Agent *agent.Agent
 	// agentAPI is the local agent's own API, once it runs.
@@ -107,6 +114,10 @@ type Server struct {
 	// cancelServe ends the context of every request in flight.
 	cancelServe context.CancelFunc
 	wg          sync.WaitGroup
+	// leading is the leader election and what it runs: Shutdown waits for
+	// it before it stops serving, so that the lease is given up through
+	// the API.
+	leading sync.WaitGroup
 }
 
 // inClusterNames are the server's names for pods, which reach it through
@@ -152,10 +163,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	token, err := ensureToken(filepath.Join(dir, "token"))
+	secrets, err := shareSecrets(ctx, s.store, dir)
 	if err != nil {
 		return nil, err
 	}
+	token, caPEM := secrets.Token, secrets.CA.CertPEM
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", opts.Listen, err)
@@ -165,18 +177,13 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	caPEM, cert, err := pki.Ensure(pki.Files{Dir: filepath.Join(dir, "tls")}, append([]string{host, "127.0.0.1", "::1", "localhost"}, inClusterNames...))
+	cert, err := pki.ServingCert(pki.Files{Dir: filepath.Join(dir, "tls")}, secrets.CA, append([]string{host, "127.0.0.1", "::1", "localhost"}, inClusterNames...))
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
 	s.URL = "https://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
-	saKey, err := pki.EnsureServiceAccountKey(pki.Files{Dir: filepath.Join(dir, "tls")})
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("service account key: %w", err)
-	}
-	saTokens, err := serviceaccount.NewSigner(saKey)
+	saTokens, err := serviceaccount.NewSigner(secrets.SAKey)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -196,6 +203,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		ExternalAddress:      net.JoinHostPort(host, strconv.Itoa(addr.Port)),
 		Logger:               log,
 		Nodes:                s.nodeHandler,
+		SharedStore:          len(opts.Etcd.Endpoints) > 0,
 	})
 	if err != nil {
 		ln.Close()
@@ -240,16 +248,38 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		store.RunCompactor(bg, s.store, 5*time.Minute)
-	}()
-	if err := startControllers(bg, &s.wg, inProcess, reg, log, opts.WithoutControllers); err != nil {
+	if err := publishClusterInfo(ctx, inProcess, s.URL, caPEM); err != nil {
 		return nil, err
 	}
-	if err := startIdentity(bg, &s.wg, inProcess, s.URL, caPEM, log); err != nil {
-		return nil, err
+	// What changes the cluster on its own (controllers, the scheduler, the
+	// identity controllers, compaction) runs once per cluster: in the one
+	// server of an embedded store, or in the leader of those sharing etcd.
+	startOnce := func(ctx context.Context, wg *sync.WaitGroup) error {
+		wg.Go(func() { store.RunCompactor(ctx, s.store, 5*time.Minute) })
+		if err := startControllers(ctx, wg, inProcess, reg, log, opts.WithoutControllers); err != nil {
+			return err
+		}
+		return startIdentity(ctx, wg, inProcess, caPEM, log)
+	}
+	if len(opts.Etcd.Endpoints) == 0 {
+		// Nothing else can share the store: the data dir is locked.
+		if err := startOnce(bg, &s.wg); err != nil {
+			return nil, err
+		}
+	} else {
+		s.Identity = leaderIdentity()
+		err := runWhileLeading(bg, &s.leading, inProcess, opts.LeaderElection, s.Identity, log, func(term context.Context) {
+			var wg sync.WaitGroup
+			if err := startOnce(term, &wg); err != nil {
+				log.Error("starting the controllers", "err", err)
+			}
+			wg.Go(func() { repairServiceAllocations(term, api, log) })
+			<-term.Done()
+			wg.Wait()
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	nodesClient, err := kubernetes.NewForConfig(inProcess)
 	if err != nil {
@@ -304,6 +334,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.leading.Wait()
 	s.cancelServe()
 	err := s.http.Shutdown(ctx)
 	if err != nil {

@@ -92,6 +92,9 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 			if e := opts.Etcd; len(e.Endpoints) == 0 && (e.CAFile != "" || e.CertFile != "" || e.KeyFile != "") {
 				return errors.New("--etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-endpoints")
 			}
+			if err := checkLeaderElection(opts.LeaderElection); err != nil {
+				return err
+			}
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
@@ -111,6 +114,9 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().StringVar(&opts.Etcd.CAFile, "etcd-cafile", "", "CA certificate that signs the etcd servers' certificates (TLS)")
 	cmd.Flags().StringVar(&opts.Etcd.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
 	cmd.Flags().StringVar(&opts.Etcd.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
+	cmd.Flags().DurationVar(&opts.LeaderElection.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "with --etcd-endpoints: how long the other servers wait after the leader's last renewal before one of them takes over the controllers and the scheduler")
+	cmd.Flags().DurationVar(&opts.LeaderElection.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "with --etcd-endpoints: how long the leader tries to renew its lease before it stops its controllers")
+	cmd.Flags().DurationVar(&opts.LeaderElection.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "with --etcd-endpoints: how often the servers try to take, and the leader renews, the lease")
 	cmd.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "etcd-servers" {
 			name = "etcd-endpoints"
@@ -149,4 +155,18 @@ func versionCommand() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "moorage %s (Kubernetes API %s)\n", app.Version, app.KubernetesVersion.GitVersion)
 		},
 	}
+}
+
+// checkLeaderElection: the lease outlasts the renewal, which outlasts a
+// retry with client-go's jitter (upstream's rules).
+func checkLeaderElection(o app.LeaderElection) error {
+	switch {
+	case o.RetryPeriod <= 0:
+		return fmt.Errorf("--leader-elect-retry-period %s: must be positive", o.RetryPeriod)
+	case o.RenewDeadline <= o.RetryPeriod*6/5:
+		return fmt.Errorf("--leader-elect-renew-deadline %s: must be more than 1.2 × --leader-elect-retry-period (%s)", o.RenewDeadline, o.RetryPeriod)
+	case o.LeaseDuration <= o.RenewDeadline:
+		return fmt.Errorf("--leader-elect-lease-duration %s: must be more than --leader-elect-renew-deadline (%s)", o.LeaseDuration, o.RenewDeadline)
+	}
+	return nil
 }

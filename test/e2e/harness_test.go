@@ -195,12 +195,18 @@ func launchEnv(dataDir string, env []string, flags ...string) (*moorage, error) 
 
 // launchIn is launchEnv in a network namespace (a lab's machine).
 func launchIn(netns, dataDir string, env []string, flags ...string) (*moorage, error) {
+	return launchCommand(netns, "up", dataDir, env, flags...)
+}
+
+// launchCommand runs `moorage command` (up or server) with flags in netns
+// and waits for its ready line.
+func launchCommand(netns, command, dataDir string, env []string, flags ...string) (*moorage, error) {
 	tmp, err := os.MkdirTemp("", "moorage-e2e-kubectl-")
 	if err != nil {
 		return nil, err
 	}
 	m := &moorage{DataDir: dataDir, netns: netns, out: &syncBuffer{}, done: make(chan struct{}), tmp: tmp, cacheDirs: map[int]string{}}
-	m.cmd = inNetNS(netns, moorageBin, append([]string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
+	m.cmd = inNetNS(netns, moorageBin, append([]string{command, "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, flags...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
 	if env != nil {
 		m.cmd.Env = append(os.Environ(), env...)
