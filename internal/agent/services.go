@@ -200,10 +200,13 @@ func (p *proxier) forward(ctx context.Context, sp *servicePort, client net.Conn)
 		b := backends[(start+i)%len(backends)]
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
-		if b.fromAgent {
+		switch {
+		case b.fromAgent && p.a.cfg.Dial != nil: // several servers (package failover)
+			upstream, err = p.a.cfg.Dial(dctx, "tcp", b.addr)
+		case b.fromAgent:
 			var d net.Dialer
 			upstream, err = d.DialContext(dctx, "tcp", b.addr)
-		} else {
+		default:
 			upstream, err = p.node.Dial(dctx, "tcp", b.addr)
 		}
 		cancel()

@@ -132,6 +132,9 @@ func subresources(r *registry.Resource) []subresourceInfo {
 	if r.Scale != nil {
 		out = append(out, subresourceInfo{"scale", schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}, []string{"get", "patch", "update"}})
 	}
+	for _, sub := range r.Subresources {
+		out = append(out, subresourceInfo{sub.Name, r.GVK, []string{"get", "patch", "update"}})
+	}
 	if r.Status {
 		out = append(out, subresourceInfo{"status", r.GVK, []string{"get", "patch", "update"}})
 	}

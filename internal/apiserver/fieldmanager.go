@@ -42,7 +42,7 @@ func (s *Server) fieldManager(res *registry.Resource, subresource string) (*mana
 	var reset map[fieldpath.APIVersion]*fieldpath.Set
 	if res.Status {
 		path := "status"
-		if subresource == "status" {
+		if subresource != "" { // status, or a subresource like it (approval)
 			path = "spec"
 		}
 		reset = map[fieldpath.APIVersion]*fieldpath.Set{

@@ -44,7 +44,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, req *request) err
 	if opts.force {
 		return apierrors.NewBadRequest("force: Invalid value: true: may not be specified for non-apply patch")
 	}
-	fm, err := s.fieldManager(req.res, managerSubresource(req.subresource))
+	fm, err := s.fieldManager(req.res, managerSubresource(req.res, req.subresource))
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, req *request, out
 	if ns := applied.GetNamespace(); req.res.Namespaced && ns != "" && ns != req.namespace {
 		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 	}
-	fm, err := s.fieldManager(req.res, managerSubresource(req.subresource))
+	fm, err := s.fieldManager(req.res, managerSubresource(req.res, req.subresource))
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 
 // get answers GET of one object or of its status or scale.
 func (s *Server) get(w http.ResponseWriter, r *http.Request, req *request) error {
-	out, err := s.negotiate(r, req.subresource == "" || req.subresource == "status")
+	out, err := s.negotiate(r, req.subresource == "" || req.subresource == "status" || req.res.Subresource(req.subresource) != nil)
 	if err != nil {
 		return err
 	}

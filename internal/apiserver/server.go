@@ -7,15 +7,16 @@
 // It is generic over the resources of package registry and keeps objects in a
 // store.Store; nothing else in moorage reaches the store.
 //
-// Requests authenticate with a bearer token: the admin token, a bootstrap
-// token, or a service account token from the TokenRequest API (authn.go).
-// There is no authorization (RBAC) in moorage: a valid service account or
-// bootstrap token is served like the admin token for now.
+// Requests authenticate with a client certificate of the cluster CA or a
+// bearer token: the admin token, a bootstrap token, or a service account
+// token from the TokenRequest API (authn.go). There is no authorization
+// (RBAC) in moorage: every authenticated user is served like the admin.
 package apiserver
 
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ import (
 	"github.com/moorage/moorage/internal/registry"
 	"github.com/moorage/moorage/internal/serviceaccount"
 	"github.com/moorage/moorage/internal/store"
+	"github.com/moorage/moorage/internal/user"
 )
 
 // MaxBodyBytes is the largest request body accepted, as upstream (3 MiB).
@@ -49,6 +51,11 @@ type Config struct {
 	// Authenticate reports whether a bearer token is the admin's (see
 	// authn.go for the other tokens the server accepts).
 	Authenticate func(token string) bool
+	// ClientCAs verify client certificates (upstream's --client-ca-file):
+	// a request with one it issued for client auth is its common name's.
+	// Nil accepts no client certificates. The TLS listener should ask
+	// for them (tls.VerifyClientCertIfGiven with the same pool).
+	ClientCAs *x509.CertPool
 	// ServiceAccountTokens signs the tokens of the TokenRequest API
 	// (serviceaccounts/NAME/token) and checks them on requests; nil
 	// serves neither.
@@ -131,10 +138,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.cfg.Version)
 		return
 	}
-	if !s.authenticated(r) && !anonymousAllowed(r, path) {
-		s.writeError(w, r, apierrors.NewUnauthorized("Unauthorized"))
-		return
+	who, ok := s.authenticate(r)
+	if !ok {
+		if !anonymousAllowed(r, path) {
+			s.writeError(w, r, apierrors.NewUnauthorized("Unauthorized"))
+			return
+		}
+		who = anonymousUser
 	}
+	r = r.WithContext(user.WithUser(r.Context(), who))
 	if r.ContentLength > MaxBodyBytes {
 		s.writeError(w, r, tooLarge())
 		return

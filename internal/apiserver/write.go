@@ -20,6 +20,7 @@ import (
 
 	"github.com/moorage/moorage/internal/registry"
 	"github.com/moorage/moorage/internal/store"
+	"github.com/moorage/moorage/internal/user"
 )
 
 // writeOptions are the query parameters every write takes.
@@ -190,6 +191,9 @@ func (s *Server) createObject(ctx context.Context, req *request, obj runtime.Obj
 	if res.PrepareForCreate != nil {
 		res.PrepareForCreate(obj)
 	}
+	if requester, ok := user.From(ctx); ok && res.SetRequester != nil {
+		res.SetRequester(obj, requester)
+	}
 	s.scheme.Default(obj)
 	obj, err := manage(obj)
 	if err != nil {
@@ -304,7 +308,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) er
 	if err != nil {
 		return err
 	}
-	fm, err := s.fieldManager(req.res, managerSubresource(req.subresource))
+	fm, err := s.fieldManager(req.res, managerSubresource(req.res, req.subresource))
 	if err != nil {
 		return err
 	}
@@ -338,9 +342,9 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, req *request) er
 }
 
 // managerSubresource is the subresource whose field manager tracks a write.
-func managerSubresource(sub string) string {
-	if sub == "status" {
-		return "status"
+func managerSubresource(res *registry.Resource, sub string) string {
+	if sub == "status" || res.Subresource(sub) != nil {
+		return sub
 	}
 	return ""
 }
@@ -417,8 +421,9 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 	if om.GetResourceVersion() == "" {
 		om.SetResourceVersion(cm.GetResourceVersion())
 	}
-	switch req.subresource {
-	case "status":
+	sub := res.Subresource(req.subresource)
+	switch {
+	case req.subresource == "status":
 		annotations, finalizers, owners := om.GetAnnotations(), om.GetFinalizers(), om.GetOwnerReferences()
 		registry.KeepAllButStatus(obj, cur)
 		if res.StatusWritesMetadata {
@@ -430,10 +435,13 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 		if res.PrepareForStatusUpdate != nil {
 			res.PrepareForStatusUpdate(obj, cur)
 		}
-	case "binding":
+	case req.subresource == "binding":
 		// Only the node, annotations and PodScheduled condition changed,
 		// set by createBinding itself.
-	case "finalize":
+	case sub != nil:
+		registry.KeepAllButStatus(obj, cur)
+		sub.PrepareForUpdate(obj, cur)
+	case req.subresource == "finalize":
 		fin := obj.(*corev1.Namespace).Spec.Finalizers
 		registry.KeepAllButStatus(obj, cur)
 		ns := obj.(*corev1.Namespace)
@@ -469,8 +477,11 @@ func (s *Server) prepareUpdate(ctx context.Context, req *request, obj, cur runti
 		req.warnings = res.Warnings(obj, cur)
 	}
 	validate := res.ValidateUpdate
-	if req.subresource == "status" {
+	switch {
+	case req.subresource == "status":
 		validate = res.ValidateStatusUpdate
+	case sub != nil:
+		validate = sub.ValidateUpdate
 	}
 	if validate != nil && req.subresource != "binding" {
 		if errs := validate(obj, cur); len(errs) > 0 {

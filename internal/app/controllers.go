@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -40,7 +41,7 @@ type runner interface{ Run(ctx context.Context) }
 // against Kubernetes, and all reading through one informer factory, as
 // kube-controller-manager's do. pvc-protection-controller protects volumes
 // too.
-func controllers(reg *registry.Registry) []struct {
+func controllers(reg *registry.Registry, tune Tuning) []struct {
 	name  string
 	build func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error)
 } {
@@ -50,7 +51,7 @@ func controllers(reg *registry.Registry) []struct {
 	}
 	return []c{
 		{"node-lifecycle-controller", func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
-			return nodelifecycle.New(cfg, log, nodelifecycle.Options{Informers: shared})
+			return nodelifecycle.New(cfg, log, nodelifecycle.Options{Informers: shared, GracePeriod: tune.NodeMonitorGracePeriod})
 		}},
 		{nodeipam.Component, func(cfg *rest.Config, log *slog.Logger, shared informers.SharedInformerFactory) (runner, error) {
 			return nodeipam.New(cfg, log, nodeipam.Options{Informers: shared})
@@ -103,9 +104,17 @@ func controllers(reg *registry.Registry) []struct {
 	}
 }
 
+// Tuning holds the controllers' settings that have flags (upstream's
+// kube-controller-manager flags); zero values are upstream's defaults.
+type Tuning struct {
+	// NodeMonitorGracePeriod: how long a node may go without a heartbeat
+	// before it is NotReady (--node-monitor-grace-period, 50 s).
+	NodeMonitorGracePeriod time.Duration
+}
+
 // startControllers builds every controller not left out, then runs each on
 // wg until ctx is done.
-func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, reg *registry.Registry, log *slog.Logger, without []string) error {
+func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config, reg *registry.Registry, log *slog.Logger, without []string, tune Tuning) error {
 	skip := map[string]bool{}
 	for _, name := range without {
 		skip[name] = true
@@ -116,7 +125,7 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 	}
 	shared := sharedinformers.New(client)
 	var built []runner
-	for _, c := range controllers(reg) {
+	for _, c := range controllers(reg, tune) {
 		if skip[c.name] {
 			continue
 		}
@@ -139,7 +148,7 @@ func startControllers(ctx context.Context, wg *sync.WaitGroup, cfg *rest.Config,
 func LeftOut(list []string) ([]string, error) {
 	known := map[string]bool{}
 	var all []string
-	for _, c := range controllers(nil) {
+	for _, c := range controllers(nil, Tuning{}) {
 		known[c.name] = true
 		all = append(all, c.name)
 	}

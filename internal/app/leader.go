@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/moorage/moorage/internal/apiserver"
+	"github.com/moorage/moorage/internal/fsutil"
 )
 
 // LeaderElection times the election of the server that runs the
@@ -53,13 +56,20 @@ func (o LeaderElection) withDefaults() LeaderElection {
 }
 
 // leaderIdentity names this server in the Lease's holderIdentity as
-// upstream does: the host name and a unique suffix, so that a restarted
-// server is a new candidate.
-func leaderIdentity() string {
+// upstream does, the host name and a unique suffix; the suffix is kept in
+// the data dir, so that a server restarted on it (the dir's lock says the
+// old process is gone) takes its lease back at once instead of waiting
+// for it to expire.
+func leaderIdentity(dir string) (string, error) {
 	host, _ := os.Hostname()
+	path := filepath.Join(dir, "server-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return host + "_" + strings.TrimSpace(string(b)), nil
+	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return host + "_" + hex.EncodeToString(b)
+	id := hex.EncodeToString(b)
+	return host + "_" + id, fsutil.WriteFileAtomic(path, []byte(id+"\n"), 0o600)
 }
 
 // runWhileLeading campaigns for LeaderLease until ctx ends. Each time this

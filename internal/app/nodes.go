@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,11 +18,31 @@ import (
 )
 
 // remoteAgents reaches agents in other processes (`moorage agent`) at the
-// address and port their Node reports, with the server's token: logs
-// stream through, and exec's connection upgrade passes through the proxy.
+// address and port their Node reports: logs stream through, and exec's
+// connection upgrade passes through the proxy. With tls (kubeletClientTLS)
+// it speaks https and authenticates with the server's client certificate,
+// as kube-apiserver reaches kubelets; without, plain http with the
+// server's token (agents from before node certificates).
 type remoteAgents struct {
 	client kubernetes.Interface
+	tls    *tls.Config
 	token  string
+
+	once      sync.Once
+	transport http.RoundTripper
+}
+
+// roundTripper is the one transport to every agent, so that connections
+// are reused.
+func (r *remoteAgents) roundTripper() http.RoundTripper {
+	r.once.Do(func() {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy = nil
+		t.TLSClientConfig = r.tls // HTTP/1.1: exec upgrades the connection
+		t.ForceAttemptHTTP2 = false
+		r.transport = t
+	})
+	return r.transport
 }
 
 func (r *remoteAgents) handler(name string) (http.Handler, error) {
@@ -42,11 +64,18 @@ func (r *remoteAgents) handler(name string) (http.Handler, error) {
 		return nil, fmt.Errorf("node %q reports no address for its agent", name)
 	}
 	target := &url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(int(port)))}
+	if r.tls != nil {
+		target.Scheme = "https"
+	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = r.roundTripper()
 	director := proxy.Director
 	proxy.Director = func(req *http.Request) {
 		director(req)
-		req.Header.Set("Authorization", "Bearer "+r.token)
+		req.Header.Del("Authorization") // the caller's credentials stay with the API server
+		if r.tls == nil {
+			req.Header.Set("Authorization", "Bearer "+r.token)
+		}
 	}
 	proxy.FlushInterval = -1 // logs -f: every write at once
 	return proxy, nil

@@ -75,6 +75,8 @@ type ServerOptions struct {
 	Etcd EtcdOptions
 	// LeaderElection times that election.
 	LeaderElection LeaderElection
+	// Tuning sets the controllers' flags.
+	Tuning Tuning
 }
 
 // EtcdOptions say how to reach etcd (kube-apiserver's --etcd-* flags).
@@ -204,6 +206,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		Logger:               log,
 		Nodes:                s.nodeHandler,
 		SharedStore:          len(opts.Etcd.Endpoints) > 0,
+		ClientCAs:            secrets.CA.Pool(), // certs-wiring
 	})
 	if err != nil {
 		ln.Close()
@@ -216,7 +219,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           api,
 		BaseContext:       func(net.Listener) context.Context { return serveCtx },
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: secrets.CA.Pool()}, // certs-wiring
 		ReadHeaderTimeout: 30 * time.Second,
 		// Informers keep one watch per resource on one connection; upstream
 		// allows 1,000 streams per HTTP/2 connection (Go's default is 250).
@@ -256,7 +259,10 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	// server of an embedded store, or in the leader of those sharing etcd.
 	startOnce := func(ctx context.Context, wg *sync.WaitGroup) error {
 		wg.Go(func() { store.RunCompactor(ctx, s.store, 5*time.Minute) })
-		if err := startControllers(ctx, wg, inProcess, reg, log, opts.WithoutControllers); err != nil {
+		if err := startControllers(ctx, wg, inProcess, reg, log, opts.WithoutControllers, opts.Tuning); err != nil {
+			return err
+		}
+		if err := startCertificateControllers(ctx, wg, inProcess, secrets.CA, log); err != nil { // certs-wiring
 			return err
 		}
 		return startIdentity(ctx, wg, inProcess, caPEM, log)
@@ -267,7 +273,9 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 			return nil, err
 		}
 	} else {
-		s.Identity = leaderIdentity()
+		if s.Identity, err = leaderIdentity(dir); err != nil {
+			return nil, err
+		}
 		err := runWhileLeading(bg, &s.leading, inProcess, opts.LeaderElection, s.Identity, log, func(term context.Context) {
 			var wg sync.WaitGroup
 			if err := startOnce(term, &wg); err != nil {
@@ -285,7 +293,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.remoteAgents.Store(&remoteAgents{client: nodesClient, token: token})
+	kubeletTLS, err := kubeletClientTLS(secrets.CA) // certs-wiring
+	if err != nil {
+		return nil, err
+	}
+	s.remoteAgents.Store(&remoteAgents{client: nodesClient, token: token, tls: kubeletTLS}) // certs-wiring
 	if opts.Agent {
 		node, err := agent.New(inProcess, log, agent.Options{
 			NodeName: opts.NodeName, DataDir: filepath.Join(dir, "agent"),

@@ -16,15 +16,13 @@
 //  3. `moorage agent --server URL --token abcdef.0123456789abcdef` reads
 //     cluster-info without trusting the server's certificate, checks the
 //     signature with its token (only someone who knows the token can have
-//     made it), and from then on trusts the CA in it and authenticates
-//     with the token.
+//     made it), and from then on trusts the CA in it.
+//  4. As upstream's kubelet, the agent uses the token only to obtain its
+//     node client certificate (package nodecert), with which it
+//     authenticates from then on.
 //
-// Upstream's kubelet uses the token only to obtain a client certificate;
-// moorage has no node certificates yet (issue 7 will add them), so an agent
-// keeps using the token: a joined node stops working when its token expires
-// (`moorage token create --ttl 0` makes one that does not). There is no
-// authorization (RBAC) in moorage: a valid bootstrap token is served like
-// the admin token for now.
+// There is no authorization (RBAC) in moorage: a valid bootstrap token is
+// served like the admin token.
 package bootstraptoken
 
 import (

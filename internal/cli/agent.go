@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +48,7 @@ func killallCommand() *cobra.Command {
 // elsewhere (or a second node on this machine).
 func agentCommand() *cobra.Command {
 	var kubeconfig, server, token, dataDir, nodeName, listen, nodeIP, logLevel string
+	var certificateTimeout time.Duration
 	builtinCSI := true
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -66,11 +68,24 @@ func agentCommand() *cobra.Command {
 				return fmt.Errorf("another agent runs with data dir %s: %w", dataDir, err)
 			}
 			defer lock.Unlock()
-			cfg, err := agentConfig(cmd, dataDir, kubeconfig, server, token)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			cmd.SetContext(ctx)
+			if nodeName == "" {
+				if nodeName, err = os.Hostname(); err != nil {
+					return err
+				}
+			}
+			creds, err := agentConfig(cmd, dataDir, kubeconfig, server, token, nodeName, certificateTimeout)
 			if err != nil {
 				return err
 			}
+			cfg := creds.cfg
 			cfg.QPS = -1
+			cas, err := clientCAs(cfg)
+			if err != nil {
+				return err
+			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
@@ -92,14 +107,16 @@ func agentCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			// The agent's API takes the token it authenticates with. After
-			// a --token join that is the bootstrap token, which the server
-			// does not send: logs and exec through a joined agent wait for
-			// node certificates (issue 7).
+			if creds.node != nil {
+				if err := creds.node.renew(ctx, cfg, log); err != nil {
+					return err
+				}
+			}
+			// Servers present a client certificate of the CA the agent's
+			// kubeconfig trusts; a bearer token the API server accepts is
+			// taken too (the kubeconfig's own, when it has one).
 			go func() {
-				if err := a.Serve(ctx, ln, cfg.BearerToken); err != nil {
+				if err := a.Serve(ctx, ln, agent.ServeOptions{ClientCAs: cas, Token: cfg.BearerToken}); err != nil {
 					log.Error("agent API stopped", "err", err)
 				}
 			}()
@@ -108,8 +125,9 @@ func agentCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", filepath.Join(DefaultDataDir(), "kubeconfig"), "kubeconfig of the server to join (default: the one an earlier --token join kept in --data-dir, else this)")
-	cmd.Flags().StringVar(&server, "server", "", "URL of the server to join with --token (https://host:port)")
-	cmd.Flags().StringVar(&token, "token", "", "bootstrap token to join --server with (`moorage token create` on the server); the agent keeps the resulting kubeconfig in --data-dir and keeps authenticating with the token, until node certificates come (issue 7)")
+	cmd.Flags().StringVar(&server, "server", "", "URL of the server to join with --token (https://host:port); several servers sharing one etcd, comma-separated: the agent reaches whichever is up")
+	cmd.Flags().StringVar(&token, "token", "", "bootstrap token to join --server with (`moorage token create` on the server): with it the agent asks for its node client certificate (a CertificateSigningRequest the server approves and signs) and keeps a kubeconfig with that certificate in --data-dir; the token is not needed after that")
+	cmd.Flags().DurationVar(&certificateTimeout, "certificate-timeout", 5*time.Minute, "with --token: how long to wait for the node certificate to be approved and issued")
 	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir(), "directory for the agent's state (under agent/)")
 	cmd.Flags().StringVar(&nodeName, "node-name", "", "name of this Node (default: the host name)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10250", "address (host:port) of the agent's API for logs and exec")

@@ -95,6 +95,9 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 			if err := checkLeaderElection(opts.LeaderElection); err != nil {
 				return err
 			}
+			if opts.Tuning.NodeMonitorGracePeriod <= 0 {
+				return fmt.Errorf("--node-monitor-grace-period %s: must be positive", opts.Tuning.NodeMonitorGracePeriod)
+			}
 			if opts.Agent {
 				self, err := os.Executable()
 				if err != nil {
@@ -117,6 +120,7 @@ func upCommand(name, short string, withAgent bool) *cobra.Command {
 	cmd.Flags().DurationVar(&opts.LeaderElection.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "with --etcd-endpoints: how long the other servers wait after the leader's last renewal before one of them takes over the controllers and the scheduler")
 	cmd.Flags().DurationVar(&opts.LeaderElection.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "with --etcd-endpoints: how long the leader tries to renew its lease before it stops its controllers")
 	cmd.Flags().DurationVar(&opts.LeaderElection.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "with --etcd-endpoints: how often the servers try to take, and the leader renews, the lease")
+	cmd.Flags().DurationVar(&opts.Tuning.NodeMonitorGracePeriod, "node-monitor-grace-period", 50*time.Second, "how long a node may go without a heartbeat before it is NotReady (kube-controller-manager's flag)")
 	cmd.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "etcd-servers" {
 			name = "etcd-endpoints"

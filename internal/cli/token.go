@@ -87,43 +87,6 @@ func tokenCreateCommand() *cobra.Command {
 // finds the server again.
 func joinedKubeconfig(dataDir string) string { return filepath.Join(dataDir, "agent.kubeconfig") }
 
-// agentConfig is the agent's client configuration: with --token it joins
-// --server (bootstraptoken.Join) and keeps the kubeconfig it gets; without,
-// it uses --kubeconfig if given, else the kubeconfig of an earlier join,
-// else the default --kubeconfig.
-func agentConfig(cmd *cobra.Command, dataDir, kubeconfig, server, token string) (*rest.Config, error) {
-	switch {
-	case token != "" || server != "":
-		if token == "" || server == "" {
-			return nil, errors.New("--server and --token go together: give both to join a server")
-		}
-		if cmd.Flags().Changed("kubeconfig") {
-			return nil, errors.New("--kubeconfig and --token name the server two ways: give one")
-		}
-		t, err := bootstraptoken.Parse(token)
-		if err != nil {
-			return nil, fmt.Errorf("--token: %w", err)
-		}
-		joined, err := bootstraptoken.Join(cmd.Context(), server, t)
-		if err != nil {
-			return nil, fmt.Errorf("joining %s: %w", server, err)
-		}
-		if err := writeJoined(joinedKubeconfig(dataDir), joined); err != nil {
-			return nil, err
-		}
-		return clientcmd.NewDefaultClientConfig(*joined, nil).ClientConfig()
-	case !cmd.Flags().Changed("kubeconfig"):
-		if _, err := os.Stat(joinedKubeconfig(dataDir)); err == nil {
-			kubeconfig = joinedKubeconfig(dataDir)
-		}
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig: %w", err)
-	}
-	return cfg, nil
-}
-
 func writeJoined(path string, cfg *clientcmdapi.Config) error {
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {

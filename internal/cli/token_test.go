@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/moorage/moorage/internal/bootstraptoken"
@@ -78,12 +79,16 @@ func TestTokenCreateAndAgentConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.SetContext(ctx)
-	cfg, err := agentConfig(cmd, agentDir, "", srv.URL, line)
+	creds, err := agentConfig(cmd, agentDir, "", srv.URL, line, "node-a", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.BearerToken != line || cfg.Host != srv.URL {
-		t.Fatalf("joined: %s with %q", cfg.Host, cfg.BearerToken)
+	// It joined with a node client certificate, which authenticates.
+	if creds.node == nil || creds.cfg.BearerToken != "" || creds.cfg.Host != srv.URL {
+		t.Fatalf("joined: %s with token %q, node certificate %v", creds.cfg.Host, creds.cfg.BearerToken, creds.node != nil)
+	}
+	if _, err := kubernetes.NewForConfigOrDie(creds.cfg).CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatalf("the node certificate does not authenticate: %v", err)
 	}
 	kept, err := clientcmd.LoadFromFile(filepath.Join(agentDir, "agent.kubeconfig"))
 	if err != nil {
@@ -92,14 +97,42 @@ func TestTokenCreateAndAgentConfig(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(agentDir, "agent.kubeconfig")); fi.Mode().Perm() != 0o600 || len(kept.Clusters) != 1 {
 		t.Fatalf("kept kubeconfig: mode %v, %+v", fi.Mode(), kept)
 	}
+	auth := kept.AuthInfos[kept.Contexts[kept.CurrentContext].AuthInfo]
+	if auth == nil || len(auth.ClientCertificateData) == 0 || len(auth.ClientKeyData) == 0 || auth.Token != "" {
+		t.Fatalf("kept kubeconfig's user: %+v", auth)
+	}
+	csrs, err := c.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil || len(csrs.Items) != 1 || csrs.Items[0].Spec.Username != "system:bootstrap:"+tok.ID {
+		t.Fatalf("certificate signing requests: %v %+v", err, csrs)
+	}
 	// A restart without --token uses it.
 	restart := agentCommand()
 	if err := restart.ParseFlags(nil); err != nil {
 		t.Fatal(err)
 	}
-	again, err := agentConfig(restart, agentDir, filepath.Join(agentDir, "no-such-kubeconfig"), "", "")
-	if err != nil || again.BearerToken != line {
-		t.Fatalf("restart: %v, token %q", err, again.BearerToken)
+	again, err := agentConfig(restart, agentDir, filepath.Join(agentDir, "no-such-kubeconfig"), "", "", "node-a", time.Minute)
+	if err != nil || again.node == nil || again.cfg.Host != srv.URL {
+		t.Fatalf("restart: %v, %+v", err, again)
+	}
+	// So does a restart with the same --token: no second request.
+	restart = agentCommand()
+	if err := restart.ParseFlags([]string{"--server", srv.URL, "--token", line}); err != nil {
+		t.Fatal(err)
+	}
+	restart.SetContext(ctx)
+	if again, err = agentConfig(restart, agentDir, "", srv.URL, line, "node-a", time.Minute); err != nil || again.node == nil {
+		t.Fatalf("restart with --token: %v", err)
+	}
+	if csrs, _ := c.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{}); len(csrs.Items) != 1 {
+		t.Fatalf("restart with --token asked again: %d requests", len(csrs.Items))
+	}
+	// Another node name in the same data dir is refused, with the way out.
+	restart = agentCommand()
+	if err := restart.ParseFlags(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agentConfig(restart, agentDir, "", "", "", "node-b", time.Minute); err == nil || !strings.Contains(err.Error(), "--node-name node-a") {
+		t.Fatalf("another node name: %v", err)
 	}
 
 	out, err = run(t, "create", "--kubeconfig", srv.Kubeconfig, "--print-join-command", "--ttl", "0")

@@ -167,7 +167,7 @@ func Builtin() *Registry {
 	eps.AllowCreateOnUpdate, eps.Generation = true, true
 
 	reg, err := New(ns, node, pod, pv, pvc, cm, secret, svc, ep, event, sa, rc,
-		sc, csidriver, csinode, va, sts, ds, rs, deploy, cr, lease, ev2, eps)
+		sc, csidriver, csinode, va, sts, ds, rs, deploy, cr, lease, ev2, eps, certificateSigningRequests())
 	if err != nil {
 		panic(err) // the list above is static: a duplicate is a programming error
 	}

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/moorage/moorage/internal/user"
 )
 
 // Resource is one served resource (one group/version/plural).
@@ -51,6 +53,10 @@ type Resource struct {
 	// PrepareForCreate resets what a client may not set on create (status,
 	// system fields) before defaults and validation run. May be nil.
 	PrepareForCreate func(obj runtime.Object)
+	// SetRequester records on a new object who creates it (a
+	// CertificateSigningRequest's spec.username, uid, groups and extra),
+	// after PrepareForCreate. May be nil.
+	SetRequester func(obj runtime.Object, requester user.Info)
 	// PrepareForUpdate adjusts a main-resource update of old to obj beyond the
 	// generic status copy. May be nil.
 	PrepareForUpdate func(obj, old runtime.Object)
@@ -73,6 +79,32 @@ type Resource struct {
 	// FieldLabels returns the field-selector labels beyond metadata.name and
 	// metadata.namespace, which every resource has.
 	FieldLabels func(obj runtime.Object) fields.Set
+	// Subresources are the subresources beyond status and scale through
+	// which part of the object is read and written (a
+	// CertificateSigningRequest's approval).
+	Subresources []Subresource
+}
+
+// Subresource is a view of the whole object through which a write may
+// change only part of it, as /status changes only the status.
+type Subresource struct {
+	Name string
+	// PrepareForUpdate makes obj, a write through the subresource over
+	// old (whose metadata and spec obj already keeps), change only what
+	// the subresource may change.
+	PrepareForUpdate func(obj, old runtime.Object)
+	// ValidateUpdate returns upstream's errors for the write.
+	ValidateUpdate func(obj, old runtime.Object) field.ErrorList
+}
+
+// Subresource returns the resource's extra subresource named name, or nil.
+func (r *Resource) Subresource(name string) *Subresource {
+	for i := range r.Subresources {
+		if r.Subresources[i].Name == name {
+			return &r.Subresources[i]
+		}
+	}
+	return nil
 }
 
 // GVR is the resource's group, version and plural.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/moorage/moorage/internal/app"
+	"github.com/moorage/moorage/internal/testserver/etcdtest"
 )
 
 // Start starts a server and registers its shutdown with t.Cleanup.
@@ -41,14 +42,23 @@ func StartIn(t testing.TB, dataDir string) *app.Server {
 	return start(t, dataDir, nil)
 }
 
+// StartOnEtcd starts a server on a new one-member etcd (etcdtest).
+func StartOnEtcd(t testing.TB) *app.Server {
+	t.Helper()
+	c := etcdtest.StartCluster(t, 1)
+	return startWith(t, app.ServerOptions{DataDir: t.TempDir(), Etcd: app.EtcdOptions{Endpoints: c.Endpoints()}})
+}
+
 func start(t testing.TB, dataDir string, without []string) *app.Server {
 	t.Helper()
-	srv, err := app.StartServer(context.Background(), app.ServerOptions{
-		DataDir:            dataDir,
-		Listen:             "127.0.0.1:0",
-		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-		WithoutControllers: without,
-	})
+	return startWith(t, app.ServerOptions{DataDir: dataDir, WithoutControllers: without})
+}
+
+func startWith(t testing.TB, opts app.ServerOptions) *app.Server {
+	t.Helper()
+	opts.Listen = "127.0.0.1:0"
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := app.StartServer(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting moorage: %v", err)
 	}

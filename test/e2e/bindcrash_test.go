@@ -44,6 +44,18 @@ const (
 func TestBinderKillDuringBinding(t *testing.T) {
 	requireE2E(t)
 	t.Parallel()
+	binderKillDuringBinding(t)
+}
+
+// TestBinderKillDuringBindingOnEtcd is the same on etcd (issue 7): each
+// restarted server takes back its own leader lease at once.
+func TestBinderKillDuringBindingOnEtcd(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	binderKillDuringBinding(t, "--etcd-endpoints", startEtcd(t))
+}
+
+func binderKillDuringBinding(t *testing.T, flags ...string) {
 	dir := t.TempDir()
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
@@ -92,10 +104,10 @@ func TestBinderKillDuringBinding(t *testing.T) {
 		t0 := time.Now()
 		var m *moorage
 		if final {
-			m = startMoorageIn(t, dir) // stopped with SIGTERM (exit 0 expected) at the end
+			m = startMoorageWith(t, dir, flags...) // stopped with SIGTERM (exit 0 expected) at the end
 		} else {
 			var err error
-			if m, err = launch(dir); err != nil {
+			if m, err = launch(dir, flags...); err != nil {
 				t.Fatalf("restart on the same data dir: %v", err)
 			}
 		}

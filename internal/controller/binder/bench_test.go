@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/moorage/moorage/internal/app"
 	"github.com/moorage/moorage/internal/testserver"
 )
 
@@ -18,11 +19,21 @@ import (
 // claims created by 8 parallel clients; an op is the time until every claim
 // is Bound. Run with -benchtime=1x; binds/s is reported.
 func BenchmarkBindStorm(b *testing.B) {
+	bindStorm(b, testserver.Start)
+}
+
+// BenchmarkBindStormOnEtcd is BenchmarkBindStorm with the server on a
+// one-member etcd (testserver.StartOnEtcd).
+func BenchmarkBindStormOnEtcd(b *testing.B) {
+	bindStorm(b, testserver.StartOnEtcd)
+}
+
+func bindStorm(b *testing.B, start func(testing.TB) *app.Server) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("claims=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				srv := testserver.Start(b)
+				srv := start(b)
 				c := testserver.Client(b, srv)
 				parallel(b, n, func(i int) error {
 					_, err := c.CoreV1().PersistentVolumes().Create(context.Background(), newPV(fmt.Sprintf("pv-%05d", i), "1Gi").class("bench").PersistentVolume, metav1.CreateOptions{})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -267,6 +268,15 @@ func TestResources(t *testing.T) {
 				{Addresses: []string{"10.0.0.3"}}, {Addresses: []string{"10.0.0.4"}}}},
 		"Name|AddressType|Ports|Endpoints|Age",
 		[]interface{}{"web-x7", "IPv4", "80,metrics,*", "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...", "5h"},
+	}, {
+		gr("certificates.k8s.io", "certificatesigningrequests"),
+		&certificatesv1.CertificateSigningRequest{ObjectMeta: om("node-csr-abc"),
+			Spec: certificatesv1.CertificateSigningRequestSpec{SignerName: certificatesv1.KubeAPIServerClientKubeletSignerName,
+				Username: "system:bootstrap:abcdef", ExpirationSeconds: ptr(int32(86400))},
+			Status: certificatesv1.CertificateSigningRequestStatus{Certificate: []byte("x"),
+				Conditions: []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue}}}},
+		"Name|Age|SignerName|Requestor|RequestedDuration|Condition",
+		[]interface{}{"node-csr-abc", "5h", "kubernetes.io/kube-apiserver-client-kubelet", "system:bootstrap:abcdef", "24h", "Approved,Issued"},
 	}}
 
 	covered := map[schema.GroupResource]bool{}
@@ -377,6 +387,35 @@ func TestAges(t *testing.T) {
 	} {
 		if got := since(tt.t, now); got != tt.want {
 			t.Errorf("since(%v) = %q, want %q", tt.t, got, tt.want)
+		}
+	}
+}
+
+func TestCSRCondition(t *testing.T) {
+	cond := func(types ...certificatesv1.RequestConditionType) []certificatesv1.CertificateSigningRequestCondition {
+		var out []certificatesv1.CertificateSigningRequestCondition
+		for _, ty := range types {
+			out = append(out, certificatesv1.CertificateSigningRequestCondition{Type: ty, Status: corev1.ConditionTrue})
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		conditions []certificatesv1.RequestConditionType
+		issued     bool
+		want       string
+	}{
+		{nil, false, "Pending"},
+		{[]certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, false, "Approved"},
+		{[]certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, true, "Approved,Issued"},
+		{[]certificatesv1.RequestConditionType{certificatesv1.CertificateApproved, certificatesv1.CertificateFailed}, false, "Approved,Failed"},
+		{[]certificatesv1.RequestConditionType{certificatesv1.CertificateDenied}, false, "Denied"},
+	} {
+		csr := &certificatesv1.CertificateSigningRequest{Status: certificatesv1.CertificateSigningRequestStatus{Conditions: cond(tt.conditions...)}}
+		if tt.issued {
+			csr.Status.Certificate = []byte("x")
+		}
+		if got := csrCondition(csr); got != tt.want {
+			t.Errorf("%v issued=%v: got %q, want %q", tt.conditions, tt.issued, got, tt.want)
 		}
 	}
 }

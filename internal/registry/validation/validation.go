@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -77,6 +78,8 @@ func ValidateCreate(obj runtime.Object) field.ErrorList {
 		errs = validateEventsV1Event(o, nil)
 	case *discoveryv1.EndpointSlice:
 		errs = validateEndpointSlice(o, false)
+	case *certificatesv1.CertificateSigningRequest:
+		errs = validateCSRCreate(o)
 	default:
 		return nil
 	}
@@ -113,7 +116,7 @@ var metaPath = field.NewPath("metadata")
 // namespaced reports whether obj is one of the namespaced kinds served.
 func namespaced(obj runtime.Object) bool {
 	switch obj.(type) {
-	case *corev1.Namespace, *corev1.Node, *corev1.PersistentVolume,
+	case *corev1.Namespace, *corev1.Node, *corev1.PersistentVolume, *certificatesv1.CertificateSigningRequest,
 		*storagev1.StorageClass, *storagev1.CSIDriver, *storagev1.CSINode, *storagev1.VolumeAttachment:
 		return false
 	}
@@ -229,6 +232,9 @@ func validateUpdate(obj, old runtime.Object) (errs field.ErrorList, ok bool) {
 		return validateEventsV1Event(o, old.(*eventsv1.Event)), true
 	case *discoveryv1.EndpointSlice:
 		return validateEndpointSliceUpdate(o, old.(*discoveryv1.EndpointSlice)), true
+	case *certificatesv1.CertificateSigningRequest:
+		was := old.(*certificatesv1.CertificateSigningRequest)
+		return validateCSRUpdate(o, was, csrWritesFor(o, was)), true
 	}
 	return nil, false
 }
@@ -264,6 +270,11 @@ func validateStatusUpdate(obj, old runtime.Object) (errs field.ErrorList, ok boo
 		return validateReplicaSetStatusUpdate(o, old.(*appsv1.ReplicaSet)), true
 	case *appsv1.Deployment:
 		return validateDeploymentStatusUpdate(o, old.(*appsv1.Deployment)), true
+	case *certificatesv1.CertificateSigningRequest:
+		was := old.(*certificatesv1.CertificateSigningRequest)
+		w := csrWritesFor(o, was)
+		w.certificate = true
+		return validateCSRUpdate(o, was, w), true
 	}
 	return nil, false
 }

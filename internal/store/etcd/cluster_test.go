@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/moorage/moorage/internal/store"
+	"github.com/moorage/moorage/internal/testserver/etcdtest"
 )
 
 // collector reads a watch in the background.
@@ -151,17 +152,17 @@ func (w *writer) checkPresent(t *testing.T) {
 	}
 }
 
-// leader returns the member that is the cluster's leader now.
-func (c *cluster) leader(t *testing.T, cli *clientv3.Client) *member {
+// leader returns the member of c that is the cluster's leader now.
+func leader(t *testing.T, c *etcdtest.Cluster, cli *clientv3.Client) *etcdtest.Member {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, m := range c.members {
-			if m.cmd == nil {
+		for _, m := range c.Members {
+			if !m.Running() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-			st, err := cli.Status(ctx, m.clientURL)
+			st, err := cli.Status(ctx, m.ClientURL)
 			cancel()
 			if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
 				return m
@@ -177,9 +178,9 @@ func (c *cluster) leader(t *testing.T, cli *clientv3.Client) *member {
 // order while the leader is killed and every member is restarted, and no
 // acknowledged write is lost.
 func TestClusterWatchAcrossLeaderLossAndRestarts(t *testing.T) {
-	c := startCluster(t, 3, clusterFlags...)
-	s := openTest(t, Config{Endpoints: c.endpoints()})
-	cli := rawClient(t, c.endpoints())
+	c := etcdtest.StartCluster(t, 3, etcdtest.ClusterFlags...)
+	s := openTest(t, Config{Endpoints: c.Endpoints()})
+	cli := rawClient(t, c.Endpoints())
 	w := newWriter(s)
 	watch, err := s.Watch(t.Context(), "/c/", 0)
 	if err != nil {
@@ -188,24 +189,24 @@ func TestClusterWatchAcrossLeaderLossAndRestarts(t *testing.T) {
 	events := collect(watch)
 
 	w.write(t, 20)
-	leader := c.leader(t, cli)
-	t.Logf("killing the leader %s", leader.name)
-	leader.kill()
+	leader := leader(t, c, cli)
+	t.Logf("killing the leader %s", leader.Name())
+	leader.Kill()
 	w.write(t, 20) // committed by a new leader
 	w.checkPresent(t)
 	events.waitFor(t, w.last)
 
-	leader.restart()
-	t.Logf("%s rejoined", leader.name)
+	leader.Restart()
+	t.Logf("%s rejoined", leader.Name())
 	w.write(t, 10)
 	// Restart every other member too, so the one serving the watch is
 	// among them whichever it was.
-	for _, m := range c.members {
+	for _, m := range c.Members {
 		if m == leader {
 			continue
 		}
-		t.Logf("restarting %s", m.name)
-		m.restart()
+		t.Logf("restarting %s", m.Name())
+		m.Restart()
 		w.write(t, 10)
 		w.checkPresent(t)
 	}
@@ -221,11 +222,11 @@ func TestClusterWatchAcrossLeaderLossAndRestarts(t *testing.T) {
 // delivered and goes on once the cluster has a leader, with no gap and no
 // duplicate.
 func TestWatchRewatchesAfterLeaderLoss(t *testing.T) {
-	c := startCluster(t, 3, clusterFlags...)
-	m0 := c.members[0]
+	c := etcdtest.StartCluster(t, 3, etcdtest.ClusterFlags...)
+	m0 := c.Members[0]
 	// This store reaches only m0, so its watch is served by m0.
-	s := openTest(t, Config{Endpoints: []string{m0.clientURL}})
-	all := openTest(t, Config{Endpoints: c.endpoints()})
+	s := openTest(t, Config{Endpoints: []string{m0.ClientURL}})
+	all := openTest(t, Config{Endpoints: c.Endpoints()})
 	w := newWriter(all)
 	watch, err := s.Watch(t.Context(), "/c/", 0)
 	if err != nil {
@@ -235,8 +236,8 @@ func TestWatchRewatchesAfterLeaderLoss(t *testing.T) {
 	w.write(t, 10)
 	events.waitFor(t, w.last)
 
-	c.members[1].kill()
-	c.members[2].kill()
+	c.Members[1].Kill()
+	c.Members[2].Kill()
 	// m0 cancels its leader-requiring watches after three election
 	// timeouts without a leader.
 	deadline := time.Now().Add(15 * time.Second)
@@ -246,13 +247,13 @@ func TestWatchRewatchesAfterLeaderLoss(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, m := range c.members[1:] {
-		if err := m.start("existing"); err != nil {
+	for _, m := range c.Members[1:] {
+		if err := m.Start("existing"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, m := range c.members {
-		if err := m.waitHealthy(); err != nil {
+	for _, m := range c.Members {
+		if err := m.WaitHealthy(); err != nil {
 			t.Fatal(err)
 		}
 	}

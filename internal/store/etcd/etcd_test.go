@@ -13,6 +13,7 @@ import (
 
 	"github.com/moorage/moorage/internal/store"
 	"github.com/moorage/moorage/internal/store/storetest"
+	"github.com/moorage/moorage/internal/testserver/etcdtest"
 )
 
 func openTest(t testing.TB, cfg Config) *Store {
@@ -39,21 +40,21 @@ func rawClient(t testing.TB, endpoints []string) *clientv3.Client {
 // TestConformance runs the suite with one new etcd per test: the suite
 // checks exact revisions, so each store needs an etcd of its own.
 func TestConformance(t *testing.T) {
-	etcdBinary(t)
+	etcdtest.Binary(t)
 	storetest.RunConformance(t, func(t *testing.T, cfg storetest.Config) store.Store {
-		c := startCluster(t, 1)
-		return openTest(t, Config{Endpoints: c.endpoints(), WatchBuffer: cfg.WatchBuffer})
+		c := etcdtest.StartCluster(t, 1)
+		return openTest(t, Config{Endpoints: c.Endpoints(), WatchBuffer: cfg.WatchBuffer})
 	})
 }
 
 // Two stores sharing one etcd under different prefixes see only their own
 // keys; each sees revisions skip over the other's writes.
 func TestSharedEtcd(t *testing.T) {
-	c := startCluster(t, 1)
+	c := etcdtest.StartCluster(t, 1)
 	ctx := t.Context()
-	a := openTest(t, Config{Endpoints: c.endpoints(), Prefix: "/a"})
-	b := openTest(t, Config{Endpoints: c.endpoints(), Prefix: "/a/b/"}) // nested in a's prefix
-	cli := rawClient(t, c.endpoints())
+	a := openTest(t, Config{Endpoints: c.Endpoints(), Prefix: "/a"})
+	b := openTest(t, Config{Endpoints: c.Endpoints(), Prefix: "/a/b/"}) // nested in a's prefix
+	cli := rawClient(t, c.Endpoints())
 
 	wa, err := a.Watch(ctx, "", 0)
 	if err != nil {
@@ -123,9 +124,9 @@ func TestSharedEtcd(t *testing.T) {
 
 // A compaction by another etcd client is learned from the watch it ends.
 func TestCompactedRevisionLearnedFromWatch(t *testing.T) {
-	c := startCluster(t, 1)
+	c := etcdtest.StartCluster(t, 1)
 	ctx := t.Context()
-	s := openTest(t, Config{Endpoints: c.endpoints()})
+	s := openTest(t, Config{Endpoints: c.Endpoints()})
 	var last store.KeyValue
 	for i := range 5 {
 		var err error
@@ -133,7 +134,7 @@ func TestCompactedRevisionLearnedFromWatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := rawClient(t, c.endpoints()).Compact(ctx, etcdRev(last.ModRevision)); err != nil {
+	if _, err := rawClient(t, c.Endpoints()).Compact(ctx, etcdRev(last.ModRevision)); err != nil {
 		t.Fatal(err)
 	}
 	if rev, _ := s.CompactedRevision(ctx); rev != 0 {
@@ -165,7 +166,7 @@ func TestCompactedRevisionLearnedFromWatch(t *testing.T) {
 
 // Open fails, within its dial timeout, when no etcd answers.
 func TestOpenUnreachable(t *testing.T) {
-	ports, err := freePorts(1)
+	ports, err := etcdtest.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,9 +187,9 @@ func TestOpenUnreachable(t *testing.T) {
 // etcd sends history in batches far larger than the buffer, which pause the
 // etcd watch instead of ending it.
 func TestWatchLongHistorySmallBuffer(t *testing.T) {
-	c := startCluster(t, 1)
+	c := etcdtest.StartCluster(t, 1)
 	ctx := t.Context()
-	s := openTest(t, Config{Endpoints: c.endpoints(), WatchBuffer: 4})
+	s := openTest(t, Config{Endpoints: c.Endpoints(), WatchBuffer: 4})
 	// etcd sends at most 1000 revisions of history at once.
 	const n = 1500
 	base, err := s.Create(ctx, "/base", nil) // a revision to watch after
@@ -196,7 +197,7 @@ func TestWatchLongHistorySmallBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := base.ModRevision
-	cli := rawClient(t, c.endpoints())
+	cli := rawClient(t, c.Endpoints())
 	var wg sync.WaitGroup
 	for g := range 50 {
 		wg.Go(func() {

@@ -1,4 +1,9 @@
-package etcd
+// Package etcdtest runs real etcd processes for tests and benchmarks:
+// clusters of members on free loopback ports, in temporary directories,
+// killed when the test ends. The binary is Debian's etcd-server
+// (hack/install-etcd.sh); without it tests skip, except as root (CI),
+// where a missing etcd is a setup error.
+package etcdtest
 
 import (
 	"bytes"
@@ -13,10 +18,10 @@ import (
 	"time"
 )
 
-// etcdBinary returns the etcd binary the tests run. Without one they skip,
+// Binary returns the etcd binary the tests run. Without one they skip,
 // unless running as root (CI), where a missing etcd is a setup error. Like
 // the project's other tests that spawn processes, they skip with -short.
-func etcdBinary(tb testing.TB) string {
+func Binary(tb testing.TB) string {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("spawns etcd processes: skipped with -short")
@@ -34,31 +39,31 @@ func etcdBinary(tb testing.TB) string {
 	return ""
 }
 
-// member is one etcd process of a test cluster, on loopback ports.
-type member struct {
+// Member is one etcd process of a test cluster, on loopback ports.
+type Member struct {
 	tb                 testing.TB
 	bin                string
 	name, dir          string
-	clientURL, peerURL string
+	ClientURL, peerURL string
 	args               []string // flags common to the cluster
 	cmd                *exec.Cmd
 	exited             chan struct{} // closed when cmd has exited
 }
 
-// cluster is a set of etcd members started by a test.
-type cluster struct {
-	members []*member
+// Cluster is a set of etcd members started by a test.
+type Cluster struct {
+	Members []*Member
 }
 
-// Timing for test clusters: fast enough elections that a killed leader is
+// ClusterFlags time test clusters: fast enough elections that a killed leader is
 // replaced within a second, slow enough not to flap on a loaded machine.
-var clusterFlags = []string{"--heartbeat-interval=50", "--election-timeout=500"}
+var ClusterFlags = []string{"--heartbeat-interval=50", "--election-timeout=500"}
 
-// startCluster starts n members and waits until every one is healthy. The
+// StartCluster starts n members and waits until every one is healthy. The
 // members are killed when tb ends.
-func startCluster(tb testing.TB, n int, flags ...string) *cluster {
+func StartCluster(tb testing.TB, n int, flags ...string) *Cluster {
 	tb.Helper()
-	bin := etcdBinary(tb)
+	bin := Binary(tb)
 	for attempt := 1; ; attempt++ {
 		c, err := tryStartCluster(tb, bin, n, flags)
 		if err == nil {
@@ -71,47 +76,47 @@ func startCluster(tb testing.TB, n int, flags ...string) *cluster {
 	}
 }
 
-func tryStartCluster(tb testing.TB, bin string, n int, flags []string) (*cluster, error) {
-	ports, err := freePorts(2 * n)
+func tryStartCluster(tb testing.TB, bin string, n int, flags []string) (*Cluster, error) {
+	ports, err := FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{}
+	c := &Cluster{}
 	var initial []string
 	for i := range n {
-		m := &member{
+		m := &Member{
 			tb:        tb,
 			bin:       bin,
 			name:      fmt.Sprintf("m%d", i),
 			dir:       tb.TempDir(),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
 			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 		}
-		c.members = append(c.members, m)
+		c.Members = append(c.Members, m)
 		initial = append(initial, m.name+"="+m.peerURL)
 	}
-	token := filepath.Base(c.members[0].dir) // unique to this cluster
-	for _, m := range c.members {
+	token := filepath.Base(c.Members[0].dir) // unique to this cluster
+	for _, m := range c.Members {
 		m.args = append([]string{
 			"--initial-cluster=" + strings.Join(initial, ","),
 			"--initial-cluster-token=" + token,
 			"--logger=zap", "--log-level=warn",
 		}, flags...)
-		if err := m.start("new"); err != nil {
-			c.kill()
+		if err := m.Start("new"); err != nil {
+			c.Kill()
 			return nil, err
 		}
 	}
-	for _, m := range c.members {
-		if err := m.waitHealthy(); err != nil {
-			c.kill()
+	for _, m := range c.Members {
+		if err := m.WaitHealthy(); err != nil {
+			c.Kill()
 			return nil, err
 		}
 	}
 	tb.Cleanup(func() {
-		c.kill()
+		c.Kill()
 		if tb.Failed() {
-			for _, m := range c.members {
+			for _, m := range c.Members {
 				m.logTail()
 			}
 		}
@@ -119,29 +124,29 @@ func tryStartCluster(tb testing.TB, bin string, n int, flags []string) (*cluster
 	return c, nil
 }
 
-// endpoints returns the members' client URLs.
-func (c *cluster) endpoints() []string {
+// Endpoints returns the members' client URLs.
+func (c *Cluster) Endpoints() []string {
 	var eps []string
-	for _, m := range c.members {
-		eps = append(eps, m.clientURL)
+	for _, m := range c.Members {
+		eps = append(eps, m.ClientURL)
 	}
 	return eps
 }
 
-func (c *cluster) kill() {
-	for _, m := range c.members {
-		m.kill()
+func (c *Cluster) Kill() {
+	for _, m := range c.Members {
+		m.Kill()
 	}
 }
 
-// start starts the member's process (state: "new" for a new cluster,
+// Start starts the member's process (state: "new" for a new cluster,
 // "existing" to restart on its data dir).
-func (m *member) start(state string) error {
+func (m *Member) Start(state string) error {
 	args := append([]string{
 		"--name=" + m.name,
 		"--data-dir=" + filepath.Join(m.dir, "data"),
-		"--listen-client-urls=" + m.clientURL,
-		"--advertise-client-urls=" + m.clientURL,
+		"--listen-client-urls=" + m.ClientURL,
+		"--advertise-client-urls=" + m.ClientURL,
 		"--listen-peer-urls=" + m.peerURL,
 		"--initial-advertise-peer-urls=" + m.peerURL,
 		"--initial-cluster-state=" + state,
@@ -166,8 +171,8 @@ func (m *member) start(state string) error {
 	return nil
 }
 
-// kill kills the member's process, if running, and waits for it to exit.
-func (m *member) kill() {
+// Kill kills the member's process, if running, and waits for it to exit.
+func (m *Member) Kill() {
 	if m.cmd == nil {
 		return
 	}
@@ -176,20 +181,26 @@ func (m *member) kill() {
 	m.cmd = nil
 }
 
-// restart kills the member and starts it again on its data.
-func (m *member) restart() {
+// Name is the member's name in the cluster.
+func (m *Member) Name() string { return m.name }
+
+// Running tells whether the member's process runs (not killed).
+func (m *Member) Running() bool { return m.cmd != nil }
+
+// Restart kills the member and starts it again on its data.
+func (m *Member) Restart() {
 	m.tb.Helper()
-	m.kill()
-	if err := m.start("existing"); err != nil {
+	m.Kill()
+	if err := m.Start("existing"); err != nil {
 		m.tb.Fatalf("restart %s: %v", m.name, err)
 	}
-	if err := m.waitHealthy(); err != nil {
+	if err := m.WaitHealthy(); err != nil {
 		m.tb.Fatalf("restart %s: %v", m.name, err)
 	}
 }
 
-// waitHealthy waits until the member serves /health with a leader.
-func (m *member) waitHealthy() error {
+// WaitHealthy waits until the member serves /health with a leader.
+func (m *Member) WaitHealthy() error {
 	deadline := time.Now().Add(15 * time.Second)
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -198,7 +209,7 @@ func (m *member) waitHealthy() error {
 			return fmt.Errorf("%s exited: %s", m.name, m.logLines(5))
 		default:
 		}
-		resp, err := client.Get(m.clientURL + "/health")
+		resp, err := client.Get(m.ClientURL + "/health")
 		if err == nil {
 			var body bytes.Buffer
 			body.ReadFrom(resp.Body)
@@ -215,7 +226,7 @@ func (m *member) waitHealthy() error {
 }
 
 // logLines returns the last n lines of the member's log.
-func (m *member) logLines(n int) string {
+func (m *Member) logLines(n int) string {
 	b, err := os.ReadFile(filepath.Join(m.dir, "etcd.log"))
 	if err != nil {
 		return err.Error()
@@ -224,12 +235,12 @@ func (m *member) logLines(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-func (m *member) logTail() {
+func (m *Member) logTail() {
 	m.tb.Logf("etcd %s log:\n%s", m.name, m.logLines(30))
 }
 
-// freePorts returns n distinct loopback ports that were free just now.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback ports that were free just now.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
