@@ -71,11 +71,18 @@ func start(t *testing.T) env {
 	return env{t, testserver.Client(t, srv)}
 }
 
+// createPV creates a volume and waits until the binder has seen it (it
+// moves every new volume out of Pending): a claim created next is matched
+// against it, not only against the volumes whose events came first.
 func (e env) createPV(b pvb) {
 	e.t.Helper()
 	if _, err := e.c.CoreV1().PersistentVolumes().Create(context.Background(), b.PersistentVolume, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
+	e.eventually("volume "+b.Name+" synced by the binder", func() bool {
+		pv := e.pv(b.Name)
+		return pv == nil || pv.Status.Phase != corev1.VolumePending
+	})
 }
 
 func (e env) createClaim(b pvcb) {
@@ -101,10 +108,10 @@ func (e env) claim(name string) *corev1.PersistentVolumeClaim {
 	return c
 }
 
-// eventually polls until cond holds (10 s at most).
+// eventually polls until cond holds (30 s at most: CI machines are busy).
 func (e env) eventually(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s", what)
