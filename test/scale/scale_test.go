@@ -22,9 +22,11 @@
 //
 //	go test ./test/scale/ -run '^$' -bench . -benchtime 1x -timeout 60m
 //
-// (as root for the etcd backend's process to be found, or with etcd on the
-// PATH); -args -scale.nodes, -scale.pods, -scale.via change the size and
-// the path pods take. It is skipped with -short.
+// The etcd runs start Debian's etcd (hack/install-etcd.sh) through
+// internal/testserver/etcdtest, which skips them without it (and fails as
+// root, where a missing etcd is a setup error). -args -scale.nodes,
+// -scale.pods, -scale.via and -scale.stores change the size, the path pods
+// take and the backends. It is skipped with -short.
 package scale
 
 import (
@@ -49,6 +51,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/moorage/moorage/internal/app"
+	"github.com/moorage/moorage/internal/testserver/etcdtest"
 )
 
 var (
@@ -100,9 +103,11 @@ func runScale(b *testing.B, store, via string) {
 	switch store {
 	case "embedded":
 	case "etcd":
-		e := startEtcd(b)
-		opts.Etcd = app.EtcdOptions{Endpoints: []string{e.endpoint}}
-		etcdPid = e.cmd.Process.Pid
+		// One member with etcd's production settings (every commit
+		// fsync'd), on loopback ports, its data on the same disk.
+		e := etcdtest.StartCluster(b, 1)
+		opts.Etcd = app.EtcdOptions{Endpoints: e.Endpoints()}
+		etcdPid = e.Members[0].Pid()
 	default:
 		b.Fatalf("unknown store %q", store)
 	}
@@ -185,8 +190,9 @@ func runScale(b *testing.B, store, via string) {
 	created := time.Since(t0)
 	progress := func(what string, done func(added, bound, running, gone int) bool) {
 		b.Helper()
-		deadline := time.Now().Add(*flagTimeout)
-		next := time.Now().Add(10 * time.Second)
+		began := time.Now()
+		deadline := began.Add(*flagTimeout)
+		next := began.Add(10 * time.Second)
 		for {
 			added, bound, running, gone, err := tr.counts()
 			if err != nil {
@@ -200,8 +206,8 @@ func runScale(b *testing.B, store, via string) {
 			}
 			if time.Now().After(next) {
 				// Live, on stderr: a benchmark's log is printed when it ends.
-				fmt.Fprintf(os.Stderr, "%s %s/%s %6.1fs: %d pods seen, %d bound, %d running, %d gone\n",
-					time.Now().Format("15:04:05"), store, via, time.Since(t0).Seconds(), added, bound, running, gone)
+				fmt.Fprintf(os.Stderr, "%s %s/%s, %s: %6.1fs: %d pods seen, %d bound, %d running, %d gone\n",
+					time.Now().Format("15:04:05"), store, via, what, time.Since(began).Seconds(), added, bound, running, gone)
 				next = next.Add(10 * time.Second)
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -187,6 +187,15 @@ func (m *Member) Name() string { return m.name }
 // Running tells whether the member's process runs (not killed).
 func (m *Member) Running() bool { return m.cmd != nil }
 
+// Pid is the member's process id while it runs, else 0 (benchmarks read
+// its CPU time and memory from /proc).
+func (m *Member) Pid() int {
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Restart kills the member and starts it again on its data.
 func (m *Member) Restart() {
 	m.tb.Helper()
