@@ -31,7 +31,7 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	m.mustKubectl(t, v, "scale", "sts", "mysql", "-n", "seed001", "--replicas=5")
-	before := snapshot(t, m, v)
+	before := settledSnapshot(t, m, v)
 
 	t.Run("second-instance-refused", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -129,6 +129,24 @@ type stateSnapshot struct {
 	objects map[string]string // kind/ns/name → uid rv spec digest
 	maxRV   uint64
 	listRV  uint64
+}
+
+// settledSnapshot waits until the controllers are done with what was just
+// created (the binder binding task-pv-claim, the StatefulSet controller
+// creating its first claim): until two snapshots a second apart agree.
+func settledSnapshot(t *testing.T, m *moorage, v int) stateSnapshot {
+	t.Helper()
+	prev := snapshot(t, m, v)
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		cur := snapshot(t, m, v)
+		if fmt.Sprint(cur.objects) == fmt.Sprint(prev.objects) {
+			return cur
+		}
+		prev = cur
+	}
+	t.Fatalf("the objects kept changing for a minute:\n%v", prev.objects)
+	return prev
 }
 
 // snapshot lists the seed001 objects with their uid, resourceVersion and

@@ -235,6 +235,25 @@ func runScale(b *testing.B, store, via string) {
 		}
 	}
 
+	// The nodes stayed Ready (their leases renewed in time under load),
+	// and the scheduler spread the pods over them.
+	notReady := 0
+	nl, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "moorage.io/hollow=true"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, node := range nl.Items {
+		ready := false
+		for _, cond := range node.Status.Conditions {
+			ready = ready || (cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue)
+		}
+		if !ready || len(node.Spec.Taints) > 0 {
+			notReady++
+			b.Errorf("node %s: Ready %v, taints %v", node.Name, ready, node.Spec.Taints)
+		}
+	}
+	perNode := map[string]int{}
+
 	// LIST latency, with the workload in place and the system at rest.
 	lists := map[string][]time.Duration{}
 	for _, l := range []struct {
@@ -257,7 +276,18 @@ func runScale(b *testing.B, store, via string) {
 				b.Fatalf("%s: %d pods, want at least %d", l.name, len(got.Items), l.min)
 			}
 			lists[l.name] = append(lists[l.name], d)
+			if l.name == "list_all" && len(perNode) == 0 {
+				for i := range got.Items {
+					if p := &got.Items[i]; p.Labels["scale"] == "workload" {
+						perNode[p.Spec.NodeName]++
+					}
+				}
+			}
 		}
+	}
+	fewest, most := n, 0
+	for _, h := range nodes {
+		fewest, most = min(fewest, perNode[h.name]), max(most, perNode[h.name])
 	}
 
 	// Deleting it all: graceful deletion, finished by the hollow nodes.
@@ -296,9 +326,12 @@ func runScale(b *testing.B, store, via string) {
 		b.ReportMetric(float64(after.etcdHW)/(1<<20), "etcd-peak-rss-MiB")
 	}
 	b.ReportMetric(float64(hollowErrs), "hollow-write-errors")
+	b.ReportMetric(float64(notReady), "nodes-not-ready")
+	b.ReportMetric(float64(fewest), "pods-per-node-min")
+	b.ReportMetric(float64(most), "pods-per-node-max")
 	b.Logf("store=%s via=%s: %d nodes ready in %v; %d pods: creates returned after %v, all seen after %v, all bound after %v (%.0f/s), all Running after %v; "+
 		"bind p50 %v p99 %v; LIST all p50 %v p99 %v, rv=0 p50 %v p99 %v, one node p50 %v p99 %v; watch (after the response) p50 %v p99 %v over %d writes (%d events before the response, %d missing), from the request p50 %v p99 %v; "+
-		"deleted in %v; CPU %v (etcd %v), peak RSS %d MiB (etcd %d MiB); %d hollow-node write errors",
+		"deleted in %v; CPU %v (etcd %v), peak RSS %d MiB (etcd %d MiB); %d hollow-node write errors; %d nodes not Ready or tainted; %d to %d pods a node",
 		store, via, len(nodes), nodesReady.Round(time.Millisecond), n, created.Round(time.Millisecond), tAdded.Sub(t0).Round(time.Millisecond),
 		allBound.Round(time.Millisecond), float64(n)/allBound.Seconds(), allRunning.Round(time.Millisecond),
 		percentile(bindLat, 50).Round(time.Millisecond), percentile(bindLat, 99).Round(time.Millisecond),
@@ -308,7 +341,7 @@ func runScale(b *testing.B, store, via string) {
 		percentile(watchLat, 50).Round(100*time.Microsecond), percentile(watchLat, 99).Round(100*time.Microsecond), len(watchLat), pr.early, pr.missing,
 		percentile(pr.afterRequest, 50).Round(100*time.Microsecond), percentile(pr.afterRequest, 99).Round(100*time.Microsecond),
 		deleted.Round(time.Millisecond), (after.cpu - before.cpu).Round(time.Millisecond), (after.etcdCPU - before.etcdCPU).Round(time.Millisecond),
-		after.maxRSS>>20, after.etcdHW>>20, hollowErrs)
+		after.maxRSS>>20, after.etcdHW>>20, hollowErrs, notReady, fewest, most)
 }
 
 // podTemplate is the workload's pod: one container asking for a little CPU

@@ -71,7 +71,10 @@ type Controller struct {
 	kind    *kind
 	factory informers.SharedInformerFactory
 	pods    corelisters.PodLister
-	synced  []cache.InformerSynced
+	// podIndex finds pods by podsByController: an owner's own pods and
+	// its namespace's orphans, without walking the namespace.
+	podIndex cache.Indexer
+	synced   []cache.InformerSynced
 
 	queue        workqueue.TypedRateLimitingInterface[string] // owner keys
 	expectations *expectations
@@ -119,6 +122,14 @@ func newController(cfg *rest.Config, log *slog.Logger, opts Options, component s
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})
 
 	podInformer := factory.Core().V1().Pods().Informer()
+	// The ReplicaSet and ReplicationController controllers share one pod
+	// informer: the first adds the index.
+	if _, ok := podInformer.GetIndexer().GetIndexers()[podsByController]; !ok {
+		if err := podInformer.AddIndexers(cache.Indexers{podsByController: indexPodByController}); err != nil {
+			return nil, err
+		}
+	}
+	c.podIndex = podInformer.GetIndexer()
 	if err := k.informer.AddIndexers(cache.Indexers{byControllerUID: indexByControllerUID}); err != nil {
 		return nil, err
 	}

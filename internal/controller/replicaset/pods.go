@@ -192,3 +192,38 @@ func deleteOwnerRefPatch(ownerUID, uid types.UID) []byte {
 	}})
 	return patch
 }
+
+// podsByController indexes pods by the UID of their controller, and pods
+// without one by orphanKey(namespace).
+const podsByController = "podsByControllerUID"
+
+func orphanKey(namespace string) string { return "orphan/" + namespace }
+
+func indexPodByController(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
+		return []string{string(ref.UID)}, nil
+	}
+	return []string{orphanKey(pod.Namespace)}, nil
+}
+
+// ownedOrOrphan returns the pods rs controls and the orphans of its
+// namespace.
+func (c *Controller) ownedOrOrphan(rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
+	var out []*corev1.Pod
+	for _, key := range []string{string(rs.UID), orphanKey(rs.Namespace)} {
+		objs, err := c.podIndex.ByIndex(podsByController, key)
+		if err != nil {
+			return nil, err
+		}
+		for _, obj := range objs {
+			if pod, ok := obj.(*corev1.Pod); ok {
+				out = append(out, pod)
+			}
+		}
+	}
+	return out, nil
+}

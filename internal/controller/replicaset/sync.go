@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
@@ -37,9 +36,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		c.log.Warn("invalid selector", "kind", c.kind.gvk.Kind, "key", key, "err", err)
 		return nil // retrying will not fix it; an update of the owner will
 	}
-	// All pods, not only the selected ones: the owner releases its pods
-	// the selector no longer matches.
-	all, err := c.pods.Pods(namespace).List(labels.Everything())
+	// Its own pods, selected or not (it releases those the selector no
+	// longer matches), and the orphans it may adopt: the only pods
+	// claimPods acts on, read from an index as upstream's
+	// PodControllerUIDIndex, not by walking every pod of the namespace
+	// at every sync.
+	all, err := c.ownedOrOrphan(rs)
 	if err != nil {
 		return err
 	}
