@@ -21,10 +21,11 @@ type objects struct {
 	store  store.Store
 	scheme *runtime.Scheme
 	proto  *protobuf.Serializer
+	shared *decodeCache // for watches
 }
 
 func newObjects(s store.Store, scheme *runtime.Scheme) *objects {
-	return &objects{store: s, scheme: scheme, proto: protobuf.NewSerializer(scheme, scheme)}
+	return &objects{store: s, scheme: scheme, proto: protobuf.NewSerializer(scheme, scheme), shared: newDecodeCache(decodeCacheSize)}
 }
 
 // encode serialises obj for storage. obj's resourceVersion is cleared on a copy.
@@ -76,6 +77,12 @@ func (o *objects) decode(res *registry.Resource, kv store.KeyValue) (runtime.Obj
 	m.SetResourceVersion(strconv.FormatInt(kv.ModRevision, 10))
 	obj.GetObjectKind().SetGroupVersionKind(res.GVK)
 	return obj, nil
+}
+
+// decodeShared is decode through the cache shared by watches: the object
+// returned may be shared and must not be modified.
+func (o *objects) decodeShared(res *registry.Resource, kv store.KeyValue) (*decoded, error) {
+	return o.shared.decode(o, res, kv)
 }
 
 // get reads one object; a missing one is the API's NotFound.

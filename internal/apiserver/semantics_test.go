@@ -114,6 +114,70 @@ func TestWatchThroughSelectorReportsEntryAndExit(t *testing.T) {
 	}
 }
 
+// TestWatchesShareDecodedObjects: watches decode each revision once and
+// share the object (see decodeCache); a watch that changes what it sends (a
+// DELETED for an object leaving its selector, with the new resourceVersion)
+// must not change what the others see. Run with -race.
+func TestWatchesShareDecodedObjects(t *testing.T) {
+	srv := testserver.Start(t)
+	c := testserver.Client(t, srv)
+	ctx := context.Background()
+	const watchers = 6
+	list, err := c.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []watch.Interface
+	for i := range watchers {
+		// From now: the objects already there are no events.
+		opts := metav1.ListOptions{ResourceVersion: list.ResourceVersion, LabelSelector: "app=shared"}
+		if i%2 == 0 {
+			opts.LabelSelector = "tier=web"
+		}
+		w, err := c.CoreV1().ConfigMaps("default").Watch(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		ws = append(ws, w)
+	}
+	obj, err := c.CoreV1().ConfigMaps("default").Create(ctx, cm("x", map[string]string{"tier": "web", "app": "shared"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createdRV := obj.ResourceVersion
+	obj.Labels["tier"] = "db"
+	obj, err = c.CoreV1().ConfigMaps("default").Update(ctx, obj, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		typ  watch.EventType
+		rv   string
+		tier string
+	}
+	want := map[bool][]seen{
+		true:  {{watch.Added, createdRV, "web"}, {watch.Deleted, obj.ResourceVersion, "web"}},
+		false: {{watch.Added, createdRV, "web"}, {watch.Modified, obj.ResourceVersion, "db"}},
+	}
+	for i, w := range ws {
+		for _, exp := range want[i%2 == 0] {
+			select {
+			case ev := <-w.ResultChan():
+				got, ok := ev.Object.(*corev1.ConfigMap)
+				if !ok {
+					t.Fatalf("watch %d: %T", i, ev.Object)
+				}
+				if s := (seen{ev.Type, got.ResourceVersion, got.Labels["tier"]}); s != exp {
+					t.Errorf("watch %d: got %+v, want %+v", i, s, exp)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("watch %d: no %s event", i, exp.typ)
+			}
+		}
+	}
+}
+
 func TestWatchListSendsInitialEventsThenBookmark(t *testing.T) {
 	srv := testserver.Start(t)
 	c := testserver.Client(t, srv)

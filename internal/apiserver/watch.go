@@ -167,38 +167,41 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req *request) err
 // the watch's selectors: an object that stops matching is DELETED for it.
 func (ws *watchStream) handle(ev store.Event) error {
 	ws.lastRev = ev.KV.ModRevision
-	obj, err := ws.s.objects.decode(ws.res, ev.KV)
+	// Shared with the other watches: read, never modified.
+	d, err := ws.s.objects.decodeShared(ws.res, ev.KV)
 	if err != nil {
 		return err
 	}
+	obj := d.obj
 	everything := ws.sel.label.Empty() && ws.sel.field.Empty()
 	switch ev.Type {
 	case store.Created:
-		if ws.sel.matches(ws.res, obj) {
+		if d.matches(ws.sel) {
 			return ws.send(watch.Added, obj)
 		}
 	case store.Deleted:
-		if ws.sel.matches(ws.res, obj) {
+		if d.matches(ws.sel) {
 			return ws.send(watch.Deleted, obj)
 		}
 	case store.Updated:
 		if everything || ev.PrevKV == nil {
-			if ws.sel.matches(ws.res, obj) {
+			if d.matches(ws.sel) {
 				return ws.send(watch.Modified, obj)
 			}
 			return nil
 		}
-		old, err := ws.s.objects.decode(ws.res, *ev.PrevKV)
+		prev, err := ws.s.objects.decodeShared(ws.res, *ev.PrevKV)
 		if err != nil {
 			return err
 		}
-		now, before := ws.sel.matches(ws.res, obj), ws.sel.matches(ws.res, old)
+		now, before := d.matches(ws.sel), prev.matches(ws.sel)
 		switch {
 		case now && before:
 			return ws.send(watch.Modified, obj)
 		case now:
 			return ws.send(watch.Added, obj)
 		case before:
+			old := prev.obj.DeepCopyObject()
 			m(old).SetResourceVersion(m(obj).GetResourceVersion())
 			return ws.send(watch.Deleted, old)
 		}
@@ -220,7 +223,9 @@ func (ws *watchStream) send(t watch.EventType, obj runtime.Object) error {
 	case outputMetadata:
 		obj = toPartial(obj)
 	default:
-		obj.GetObjectKind().SetGroupVersionKind(ws.res.GVK)
+		if obj.GetObjectKind().GroupVersionKind() != ws.res.GVK {
+			obj.GetObjectKind().SetGroupVersionKind(ws.res.GVK) // not a shared object: those have it
+		}
 	}
 	if err := ws.enc.Encode(&watch.Event{Type: t, Object: obj}); err != nil {
 		return err

@@ -239,14 +239,6 @@ func (r *resources) add(o resources) {
 	}
 }
 
-func sumRequests(pods []*corev1.Pod) resources {
-	var sum resources
-	for _, p := range pods {
-		sum.add(podRequests(p))
-	}
-	return sum
-}
-
 // resourcesFit is upstream's NodeResourcesFit filter against the node's
 // allocatable less what the pods on it request. Every shortfall is a reason,
 // in upstream's order; all are Unschedulable in 1.33 (preemption may help).
@@ -287,12 +279,8 @@ func resourcesFit(want resources, node *corev1.Node, used resources, pods int) *
 // (allocatable - requested) * 100 / allocatable, requested counting the
 // pods on the node and this one with defaults for containers that request
 // nothing.
-func leastAllocated(pod *corev1.Pod, node *corev1.Node, onNode []*corev1.Pod) int64 {
-	opts := resourcehelper.PodResourcesOptions{NonMissingContainerRequests: nonZeroDefaults}
-	req := toResources(resourcehelper.PodRequests(pod, opts))
-	for _, p := range onNode {
-		req.add(toResources(resourcehelper.PodRequests(p, opts)))
-	}
+func leastAllocated(pod resources, node *corev1.Node, onNode resources) int64 {
+	req := resources{milliCPU: pod.milliCPU + onNode.milliCPU, memory: pod.memory + onNode.memory}
 	alloc := toResources(node.Status.Allocatable)
 	var sum, weights int64
 	for _, pair := range [][2]int64{{req.milliCPU, alloc.milliCPU}, {req.memory, alloc.memory}} {

@@ -36,6 +36,9 @@ type Snapshot struct {
 	// Index matches WaitForFirstConsumer claims to volumes (it should hold
 	// Volumes); nil builds one from Volumes for this decision.
 	Index *pvmatch.Index
+	// Requests, if set, remembers the placed pods' requests from one
+	// decision to the next; nil computes them for this decision.
+	Requests *RequestCache
 	// AssumedVolumes are volumes chosen for the claims of pods still being
 	// placed: volume name -> claim "namespace/name". They are offered to no
 	// other claim.
@@ -160,6 +163,8 @@ type cluster struct {
 	node     map[string]*corev1.Node
 	pods     []*corev1.Pod            // placed, not terminated
 	podsOn   map[string][]*corev1.Pod // by node name
+	used     map[string]nodeUsage     // by node name, filled as nodes are filtered
+	requests *RequestCache
 	claims   map[string]*corev1.PersistentVolumeClaim
 	volumes  map[string]*corev1.PersistentVolume
 	classes  map[string]*storagev1.StorageClass
@@ -181,6 +186,7 @@ func newCluster(s *Snapshot) *cluster {
 		nsLabels: make(map[string]labels.Set, len(s.Namespaces)),
 		index:    s.Index,
 		assumed:  s.AssumedVolumes,
+		requests: s.Requests,
 	}
 	for _, n := range s.Nodes {
 		if _, dup := c.node[n.Name]; !dup {
@@ -228,7 +234,7 @@ func newCluster(s *Snapshot) *cluster {
 // setPods records the placed pods, leaving out terminated ones and those in
 // skip (preemption victims).
 func (c *cluster) setPods(pods []*corev1.Pod, skip sets.Set[*corev1.Pod]) {
-	c.pods, c.podsOn = nil, map[string][]*corev1.Pod{}
+	c.pods, c.podsOn, c.used = nil, map[string][]*corev1.Pod{}, map[string]nodeUsage{}
 	for _, p := range pods {
 		if p.Spec.NodeName == "" || terminated(p) || skip.Has(p) {
 			continue
@@ -255,6 +261,7 @@ type cycle struct {
 	pod   *corev1.Pod
 	c     *cluster
 	req   resources // the pod's requests (max rule for init containers, overhead)
+	score resources // the same with the non-zero defaults, for scoring
 	ports []hostPort
 	// nodeNames narrows the nodes to consider (upstream's PreFilterResult);
 	// nil is every node.
@@ -268,7 +275,8 @@ type cycle struct {
 // non-nil status rejects the pod on every node; an error is the scheduler's
 // own failure.
 func preFilter(pod *corev1.Pod, c *cluster) (*cycle, *status, error) {
-	cy := &cycle{pod: pod, c: c, req: podRequests(pod), ports: podHostPorts(pod)}
+	u := usageOf(pod)
+	cy := &cycle{pod: pod, c: c, req: u.req, score: u.nonZero, ports: podHostPorts(pod)}
 	var later *status // an Unschedulable verdict: the rest still run (preemption may help)
 	var narrowedBy []string
 	narrow := func(plugin string, names sets.Set[string]) *status {
@@ -347,8 +355,8 @@ func (cy *cycle) filter(node *corev1.Node) (*candidate, *status, error) {
 	if st := nodePorts(cy.ports, onNode); st != nil {
 		return nil, st, nil
 	}
-	used := sumRequests(onNode)
-	if st := resourcesFit(cy.req, node, used, len(onNode)); st != nil {
+	used := cy.c.usedOn(node.Name)
+	if st := resourcesFit(cy.req, node, used.req, used.pods); st != nil {
 		return nil, st, nil
 	}
 	if cy.rwopConflict {
@@ -361,7 +369,7 @@ func (cy *cycle) filter(node *corev1.Node) (*candidate, *status, error) {
 	if st := cy.aff.filter(node); st != nil {
 		return nil, st, nil
 	}
-	return &candidate{node: node, score: leastAllocated(cy.pod, node, onNode), plan: plan}, nil, nil
+	return &candidate{node: node, score: leastAllocated(cy.score, node, used.nonZero), plan: plan}, nil, nil
 }
 
 func bracketList(names []string) string {

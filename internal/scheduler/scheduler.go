@@ -86,6 +86,9 @@ func (o *Options) defaults() {
 	}
 }
 
+// bindsAtOnce bounds the bindings written in parallel.
+const bindsAtOnce = 16
+
 // Scheduler places pods whose spec.schedulerName is "default-scheduler" (or
 // empty) and that have no node.
 type Scheduler struct {
@@ -109,6 +112,11 @@ type Scheduler struct {
 	queue workqueue.TypedDelayingInterface[string]
 	index *pvmatch.Index // the volumes, for WaitForFirstConsumer matching
 
+	binds     sync.WaitGroup // bindings being written
+	bindSlots chan struct{}  // bounds the bindings written at once
+	requests  *RequestCache  // placed pods' requests, from one decision to the next
+	decisions int            // snapshots taken, to rotate requests now and then
+
 	mu       sync.Mutex
 	inflight map[string]*inflight // pod key -> placement not yet seen in the API
 	parked   map[string]time.Time // pods no node fits -> since when
@@ -124,6 +132,7 @@ type inflight struct {
 	decision  Decision
 	deadline  time.Time        // for its claims to be bound
 	annotated sets.Set[string] // claims carrying the selected-node annotation
+	binding   bool             // the binding is being written
 	bound     bool             // the binding was written
 }
 
@@ -144,15 +153,17 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Scheduler, error) {
 	opts.defaults()
 	factory := sharedinformers.Or(opts.Informers, client)
 	s := &Scheduler{
-		log:      log.With("controller", "scheduler"),
-		client:   client,
-		factory:  factory,
-		opts:     opts,
-		queue:    workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "pods"}),
-		index:    pvmatch.NewIndex(),
-		inflight: map[string]*inflight{},
-		parked:   map[string]time.Time{},
-		backoff:  map[string]*backoff{},
+		log:       log.With("controller", "scheduler"),
+		client:    client,
+		factory:   factory,
+		opts:      opts,
+		queue:     workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "pods"}),
+		index:     pvmatch.NewIndex(),
+		requests:  NewRequestCache(),
+		bindSlots: make(chan struct{}, bindsAtOnce),
+		inflight:  map[string]*inflight{},
+		parked:    map[string]time.Time{},
+		backoff:   map[string]*backoff{},
 	}
 	s.events = record.NewBroadcaster(record.WithContext(context.Background()))
 	s.recorder = s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
@@ -249,6 +260,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 	<-ctx.Done()
 	s.queue.ShutDown()
 	wg.Wait()
+	s.binds.Wait()
 }
 
 // responsible: the pod is this scheduler's to place.

@@ -88,8 +88,11 @@ func (s *Scheduler) forgetInflight(key string, f *inflight) {
 // WaitForFirstConsumer claims, wait for every claim to be Bound, bind.
 func (s *Scheduler) proceed(ctx context.Context, pod *corev1.Pod, f *inflight) {
 	key := podKey(pod)
-	if f.bound {
-		return // the informer has yet to show it
+	s.mu.Lock()
+	busy := f.bound || f.binding
+	s.mu.Unlock()
+	if busy {
+		return // being bound, or bound and the informer has yet to show it
 	}
 	node := f.decision.Node
 	for _, name := range f.decision.UnboundClaims() {
@@ -116,6 +119,26 @@ func (s *Scheduler) proceed(ctx context.Context, pod *corev1.Pod, f *inflight) {
 		s.queue.AddAfter(key, min(bindPoll, remaining))
 		return
 	}
+	// The binding is written in the background, as upstream's binding
+	// cycle: the next pod is placed meanwhile (it sees this one assumed).
+	s.mu.Lock()
+	if f.binding {
+		s.mu.Unlock()
+		return
+	}
+	f.binding = true
+	s.mu.Unlock()
+	s.binds.Go(func() {
+		s.bindSlots <- struct{}{}
+		defer func() { <-s.bindSlots }()
+		s.bind(ctx, pod, f)
+	})
+}
+
+// bind writes the pod's binding to its chosen node; on failure the pod is
+// forgotten and tried again after its back-off.
+func (s *Scheduler) bind(ctx context.Context, pod *corev1.Pod, f *inflight) {
+	key, node := podKey(pod), f.decision.Node
 	binding := &corev1.Binding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
@@ -273,11 +296,19 @@ func (s *Scheduler) setUnscheduled(ctx context.Context, pod *corev1.Pod, reason,
 	return err
 }
 
+// requestCacheRotation is how many decisions the request cache keeps
+// entries that none of them used.
+const requestCacheRotation = 100
+
 // snapshot is the cluster as the informers show it, with what this
 // scheduler assumed and the API does not show yet: pods on their chosen
 // nodes, claims' selected-node annotations, volumes chosen for claims.
 func (s *Scheduler) snapshot() *Snapshot {
-	snap := &Snapshot{Index: s.index, AssumedVolumes: map[string]string{}}
+	snap := &Snapshot{Index: s.index, Requests: s.requests, AssumedVolumes: map[string]string{}}
+	// Pods gone or replaced since fall out of the cache in two rotations.
+	if s.decisions++; s.decisions%requestCacheRotation == 0 {
+		s.requests.Rotate()
+	}
 	snap.Nodes, _ = s.nodes.List(everything)
 	snap.Volumes, _ = s.volumes.List(everything)
 	snap.Classes, _ = s.classes.List(everything)
