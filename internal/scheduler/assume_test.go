@@ -31,13 +31,14 @@ func offline(t *testing.T, objs ...any) *Scheduler {
 		classes: storagelisters.NewStorageClassLister(scs), namespaces: corelisters.NewNamespaceLister(nss),
 		csiNodes: storagelisters.NewCSINodeLister(cns), csiDrivers: storagelisters.NewCSIDriverLister(drivers),
 		index: pvmatch.NewIndex(), inflight: map[string]*inflight{}, parked: map[string]time.Time{}, backoff: map[string]*backoff{},
-		opts: Options{BindTimeout: time.Minute},
+		opts: Options{BindTimeout: time.Minute}, placed: newPlacedPods(), requests: NewRequestCache(),
 	}
 	for _, o := range objs {
 		var err error
 		switch o := o.(type) {
 		case *corev1.Pod:
 			err = pods.Add(o)
+			s.placed.set(o)
 		case *corev1.Node:
 			err = nodes.Add(o)
 		case *corev1.PersistentVolume:
@@ -92,9 +93,16 @@ func TestAssumedPodsHoldTheirNode(t *testing.T) {
 	}
 	// Once the API shows the first pod placed, the record is dropped and
 	// the informer's copy counts instead (not twice).
-	s.placed(podKey(first))
-	if len(s.snapshot().Pods) != 0 {
+	shown := first.DeepCopy()
+	shown.Spec.NodeName = d1.Node
+	s.placed.set(shown)
+	s.forget(podKey(first))
+	snap := s.snapshot()
+	if len(snap.Pods) != 0 {
 		t.Fatalf("snapshot still holds the assumed pod")
+	}
+	if n := len(snap.Placed[d1.Node].Pods); n != 1 {
+		t.Fatalf("%d pods on %s, want the one the API shows", n, d1.Node)
 	}
 }
 

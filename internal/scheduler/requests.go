@@ -73,12 +73,22 @@ func (c *cluster) usedOn(node string) nodeUsage {
 	if u, ok := c.used[node]; ok {
 		return u
 	}
+	sum := func() nodeUsage {
+		var u nodeUsage
+		for _, p := range c.podsOn[node] {
+			pu := c.requests.usage(p)
+			u.req.add(pu.req)
+			u.nonZero.add(pu.nonZero)
+			u.pods++
+		}
+		return u
+	}
 	var u nodeUsage
-	for _, p := range c.podsOn[node] {
-		pu := c.requests.usage(p)
-		u.req.add(pu.req)
-		u.nonZero.add(pu.nonZero)
-		u.pods++
+	if np := c.placed[node]; np != nil {
+		np.once.Do(func() { np.usage = sum() })
+		u = np.usage
+	} else {
+		u = sum()
 	}
 	c.used[node] = u
 	return u

@@ -20,7 +20,11 @@ type Snapshot struct {
 	// ones the caller has assumed onto a node before the API shows it.
 	// Terminated pods (Succeeded, Failed) are ignored, as upstream's
 	// scheduler cache ignores them.
-	Pods    []*corev1.Pod
+	Pods []*corev1.Pod
+	// Placed, if set, are placed pods already grouped by node name, kept by
+	// the caller between decisions; Pods then adds to them (the pods the
+	// caller assumed).
+	Placed  map[string]*NodePods
 	Claims  []*corev1.PersistentVolumeClaim
 	Volumes []*corev1.PersistentVolume
 	Classes []*storagev1.StorageClass
@@ -161,8 +165,9 @@ func best(cands []*candidate) *candidate {
 type cluster struct {
 	nodes    []*corev1.Node // by name
 	node     map[string]*corev1.Node
-	pods     []*corev1.Pod            // placed, not terminated
+	pods     []*corev1.Pod            // placed, not terminated; see allPods
 	podsOn   map[string][]*corev1.Pod // by node name
+	placed   map[string]*NodePods     // the snapshot's, for the nodes podsOn takes whole
 	used     map[string]nodeUsage     // by node name, filled as nodes are filtered
 	requests *RequestCache
 	claims   map[string]*corev1.PersistentVolumeClaim
@@ -195,7 +200,11 @@ func newCluster(s *Snapshot) *cluster {
 		}
 	}
 	sort.Slice(c.nodes, func(i, j int) bool { return c.nodes[i].Name < c.nodes[j].Name })
-	c.setPods(s.Pods, nil)
+	if s.Placed != nil {
+		c.setPlaced(s.Placed, s.Pods)
+	} else {
+		c.setPods(s.Pods, nil)
+	}
 	for _, pvc := range s.Claims {
 		c.claims[pvc.Namespace+"/"+pvc.Name] = pvc
 	}
@@ -234,7 +243,7 @@ func newCluster(s *Snapshot) *cluster {
 // setPods records the placed pods, leaving out terminated ones and those in
 // skip (preemption victims).
 func (c *cluster) setPods(pods []*corev1.Pod, skip sets.Set[*corev1.Pod]) {
-	c.pods, c.podsOn, c.used = nil, map[string][]*corev1.Pod{}, map[string]nodeUsage{}
+	c.pods, c.podsOn, c.used, c.placed = nil, map[string][]*corev1.Pod{}, map[string]nodeUsage{}, nil
 	for _, p := range pods {
 		if p.Spec.NodeName == "" || terminated(p) || skip.Has(p) {
 			continue
@@ -244,10 +253,48 @@ func (c *cluster) setPods(pods []*corev1.Pod, skip sets.Set[*corev1.Pod]) {
 	}
 }
 
+// setPlaced takes the pods grouped by node, adding extra (assumed) pods.
+func (c *cluster) setPlaced(placed map[string]*NodePods, extra []*corev1.Pod) {
+	c.pods, c.used = nil, map[string]nodeUsage{}
+	c.podsOn = make(map[string][]*corev1.Pod, len(placed))
+	c.placed = make(map[string]*NodePods, len(placed))
+	for node, np := range placed {
+		c.podsOn[node], c.placed[node] = np.Pods, np
+	}
+	for _, p := range extra {
+		if p.Spec.NodeName == "" || terminated(p) {
+			continue
+		}
+		node := p.Spec.NodeName
+		if _, whole := c.placed[node]; whole {
+			// A new slice: the snapshot's is shared.
+			c.podsOn[node] = append(append(make([]*corev1.Pod, 0, len(c.podsOn[node])+1), c.podsOn[node]...), p)
+			delete(c.placed, node)
+		} else {
+			c.podsOn[node] = append(c.podsOn[node], p)
+		}
+	}
+}
+
+// allPods are the placed pods of every node, gathered when first needed.
+func (c *cluster) allPods() []*corev1.Pod {
+	if c.pods == nil {
+		for _, node := range c.nodes {
+			c.pods = append(c.pods, c.podsOn[node.Name]...)
+		}
+		for name, pods := range c.podsOn {
+			if _, known := c.node[name]; !known {
+				c.pods = append(c.pods, pods...)
+			}
+		}
+	}
+	return c.pods
+}
+
 // without is the cluster with some pods removed (a preemption dry run).
 func (c *cluster) without(victims []*corev1.Pod) *cluster {
 	out := *c
-	out.setPods(c.pods, sets.New(victims...))
+	out.setPods(c.allPods(), sets.New(victims...))
 	return &out
 }
 

@@ -114,6 +114,7 @@ type Scheduler struct {
 
 	binds     sync.WaitGroup // bindings being written
 	bindSlots chan struct{}  // bounds the bindings written at once
+	placed    *placedPods    // the pods on each node, from one decision to the next
 	requests  *RequestCache  // placed pods' requests, from one decision to the next
 	decisions int            // snapshots taken, to rotate requests now and then
 
@@ -160,6 +161,7 @@ func New(cfg *rest.Config, log *slog.Logger, opts Options) (*Scheduler, error) {
 		queue:     workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "pods"}),
 		index:     pvmatch.NewIndex(),
 		requests:  NewRequestCache(),
+		placed:    newPlacedPods(),
 		bindSlots: make(chan struct{}, bindsAtOnce),
 		inflight:  map[string]*inflight{},
 		parked:    map[string]time.Time{},
@@ -276,7 +278,8 @@ func (s *Scheduler) podAdded(obj any) {
 		return
 	}
 	if pod.Spec.NodeName != "" {
-		s.placed(podKey(pod))
+		s.placed.set(pod)
+		s.forget(podKey(pod))
 		s.moveParked() // a placed pod may be what another's affinity waits for
 		return
 	}
@@ -292,9 +295,12 @@ func (s *Scheduler) podUpdated(oldObj, curObj any) {
 		return
 	}
 	key := podKey(cur)
+	if cur.Spec.NodeName != "" {
+		s.placed.set(cur)
+	}
 	switch {
 	case cur.Spec.NodeName != "" && old.Spec.NodeName == "":
-		s.placed(key)
+		s.forget(key)
 		s.moveParked()
 	case cur.Spec.NodeName != "":
 		// Placed pods matter to others by their labels and while they run;
@@ -323,6 +329,9 @@ func (s *Scheduler) podDeleted(obj any) {
 		return
 	}
 	key := podKey(pod)
+	if pod.Spec.NodeName != "" {
+		s.placed.remove(pod)
+	}
 	s.mu.Lock()
 	if f := s.inflight[key]; f != nil && f.uid == pod.UID {
 		delete(s.inflight, key)
@@ -335,8 +344,9 @@ func (s *Scheduler) podDeleted(obj any) {
 	}
 }
 
-// placed: the API shows the pod on a node; nothing of it is assumed any more.
-func (s *Scheduler) placed(key string) {
+// forget: the API shows the pod on a node (or it is gone); nothing of it
+// is assumed any more.
+func (s *Scheduler) forget(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.inflight, key)

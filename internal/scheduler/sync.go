@@ -35,11 +35,11 @@ func (s *Scheduler) sync(ctx context.Context, key string) {
 	}
 	pod, err := s.pods.Pods(ns).Get(name)
 	if err != nil {
-		s.placed(key) // gone: forget it
+		s.forget(key) // gone: forget it
 		return
 	}
 	if pod.Spec.NodeName != "" || !responsible(pod) || pod.DeletionTimestamp != nil || terminated(pod) {
-		s.placed(key)
+		s.forget(key)
 		return
 	}
 	if len(pod.Spec.SchedulingGates) > 0 {
@@ -316,18 +316,19 @@ func (s *Scheduler) snapshot() *Snapshot {
 	snap.CSINodes, _ = s.csiNodes.List(everything)
 	snap.CSIDrivers, _ = s.csiDrivers.List(everything)
 	claims, _ := s.claims.List(everything)
-	pods, _ := s.pods.List(everything)
-	placed := sets.New[string]()
-	for _, p := range pods {
-		if p.Spec.NodeName != "" {
-			snap.Pods = append(snap.Pods, p)
-			placed.Insert(podKey(p))
-		}
-	}
 	annotate := map[string]string{} // claim key -> node
 	s.mu.Lock()
-	for key, f := range s.inflight {
-		if !placed.Has(key) {
+	keys := make([]string, 0, len(s.inflight))
+	for key := range s.inflight {
+		keys = append(keys, key)
+	}
+	// The pods the API shows placed; an assumed pod counts until it is one
+	// of them.
+	var shown []bool
+	snap.Placed, shown = s.placed.snapshot(keys)
+	for i, key := range keys {
+		f := s.inflight[key]
+		if !shown[i] {
 			snap.Pods = append(snap.Pods, f.pod)
 		}
 		if f.bound {

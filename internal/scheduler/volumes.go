@@ -69,7 +69,7 @@ func readWriteOncePodPreFilter(pod *corev1.Pod, c *cluster) (bool, *status) {
 		}
 	}
 	for _, name := range rwop {
-		for _, p := range c.pods {
+		for _, p := range c.allPods() {
 			if p.Namespace == pod.Namespace && usesClaim(p, name) {
 				return true, nil
 			}
