@@ -136,22 +136,31 @@ func interPodAffinityPreFilter(pod *corev1.Pod, c *cluster) (*affinityState, err
 	}
 	podNS := c.nsLabels[pod.Namespace]
 	s.podNS = podNS
+	ownTerms := len(s.affinity) > 0 || len(s.antiAffinity) > 0
 	for _, node := range c.nodes {
 		count := func(m map[topologyPair]int, key string) {
 			if v, ok := node.Labels[key]; ok {
 				m[topologyPair{key, v}]++
 			}
 		}
-		for _, e := range c.podsOn[node.Name] {
-			eNS := c.nsLabels[e.Namespace]
-			if matchesAll(s.affinity, e, eNS) {
-				for _, t := range s.affinity {
-					count(s.affinityCounts, t.topologyKey)
+		// A pod without terms of its own only needs the placed pods that
+		// have anti-affinity terms (upstream keeps a list of those too).
+		pods := c.podsOn[node.Name]
+		if !ownTerms {
+			pods = c.withAntiAffinity(node.Name)
+		}
+		for _, e := range pods {
+			if ownTerms {
+				eNS := c.nsLabels[e.Namespace]
+				if matchesAll(s.affinity, e, eNS) {
+					for _, t := range s.affinity {
+						count(s.affinityCounts, t.topologyKey)
+					}
 				}
-			}
-			for _, t := range s.antiAffinity {
-				if t.matches(e, eNS) {
-					count(s.antiCounts, t.topologyKey)
+				for _, t := range s.antiAffinity {
+					if t.matches(e, eNS) {
+						count(s.antiCounts, t.topologyKey)
+					}
 				}
 			}
 			if e.Spec.Affinity == nil || e.Spec.Affinity.PodAntiAffinity == nil {

@@ -15,6 +15,9 @@ type NodePods struct {
 
 	once  sync.Once
 	usage nodeUsage
+
+	antiOnce sync.Once
+	anti     []*corev1.Pod // those with required anti-affinity terms
 }
 
 // placedPods keeps the pods placed on each node between decisions, updated

@@ -6,7 +6,24 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// maybeAntiAffinity labels some pods app=web, and gives some of them
+// required anti-affinity to app=web pods on the same node.
+func maybeAntiAffinity(rng *rand.Rand, p *corev1.Pod) {
+	if rng.IntN(4) == 0 {
+		p.Labels = map[string]string{"app": "web"}
+	}
+	if rng.IntN(8) == 0 {
+		p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				TopologyKey:   corev1.LabelHostname,
+			}},
+		}}
+	}
+}
 
 // A decision on pods grouped by node (the scheduler's placedPods, with
 // assumed pods added, and requests remembered between decisions) is the
@@ -25,6 +42,7 @@ func TestPlacedPodsDecideAsListedPods(t *testing.T) {
 		} else {
 			p := testPod(fmt.Sprintf("placed-%d", i), fmt.Sprintf("%dm", 100+rng.IntN(900)))
 			p.Spec.NodeName = nodes[rng.IntN(len(nodes))].Name
+			maybeAntiAffinity(rng, p)
 			placed.set(p)
 			all = append(all, p)
 		}
@@ -35,6 +53,7 @@ func TestPlacedPodsDecideAsListedPods(t *testing.T) {
 			extra = append(extra, p)
 		}
 		pod := testPod(fmt.Sprintf("new-%d", i), fmt.Sprintf("%dm", 100+rng.IntN(3000)))
+		maybeAntiAffinity(rng, pod)
 		view, _ := placed.snapshot(nil)
 		grouped := &Snapshot{Nodes: nodes, Placed: view, Pods: extra, Requests: cache}
 		listed := &Snapshot{Nodes: nodes, Pods: append(append([]*corev1.Pod(nil), all...), extra...)}

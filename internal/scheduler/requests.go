@@ -73,9 +73,9 @@ func (c *cluster) usedOn(node string) nodeUsage {
 	if u, ok := c.used[node]; ok {
 		return u
 	}
-	sum := func() nodeUsage {
+	sum := func(pods []*corev1.Pod) nodeUsage {
 		var u nodeUsage
-		for _, p := range c.podsOn[node] {
+		for _, p := range pods {
 			pu := c.requests.usage(p)
 			u.req.add(pu.req)
 			u.nonZero.add(pu.nonZero)
@@ -85,11 +85,38 @@ func (c *cluster) usedOn(node string) nodeUsage {
 	}
 	var u nodeUsage
 	if np := c.placed[node]; np != nil {
-		np.once.Do(func() { np.usage = sum() })
+		np.once.Do(func() { np.usage = sum(np.Pods) })
 		u = np.usage
+		e := sum(c.extra[node])
+		u.req.add(e.req)
+		u.nonZero.add(e.nonZero)
+		u.pods += e.pods
 	} else {
-		u = sum()
+		u = sum(c.podsOn[node])
 	}
 	c.used[node] = u
 	return u
+}
+
+// withAntiAffinity are the pods on a node with required pod anti-affinity
+// terms: the only ones that matter to a pod without terms of its own.
+func (c *cluster) withAntiAffinity(node string) []*corev1.Pod {
+	filter := func(pods []*corev1.Pod) []*corev1.Pod {
+		var out []*corev1.Pod
+		for _, p := range pods {
+			if a := p.Spec.Affinity; a != nil && a.PodAntiAffinity != nil && len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0 {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	np := c.placed[node]
+	if np == nil {
+		return filter(c.podsOn[node])
+	}
+	np.antiOnce.Do(func() { np.anti = filter(np.Pods) })
+	if extra := filter(c.extra[node]); len(extra) > 0 {
+		return append(append([]*corev1.Pod(nil), np.anti...), extra...)
+	}
+	return np.anti
 }

@@ -167,7 +167,8 @@ type cluster struct {
 	node     map[string]*corev1.Node
 	pods     []*corev1.Pod            // placed, not terminated; see allPods
 	podsOn   map[string][]*corev1.Pod // by node name
-	placed   map[string]*NodePods     // the snapshot's, for the nodes podsOn takes whole
+	placed   map[string]*NodePods     // the snapshot's Placed; podsOn is these plus extra
+	extra    map[string][]*corev1.Pod // by node name: the snapshot's Pods, when it has Placed
 	used     map[string]nodeUsage     // by node name, filled as nodes are filtered
 	requests *RequestCache
 	claims   map[string]*corev1.PersistentVolumeClaim
@@ -243,7 +244,7 @@ func newCluster(s *Snapshot) *cluster {
 // setPods records the placed pods, leaving out terminated ones and those in
 // skip (preemption victims).
 func (c *cluster) setPods(pods []*corev1.Pod, skip sets.Set[*corev1.Pod]) {
-	c.pods, c.podsOn, c.used, c.placed = nil, map[string][]*corev1.Pod{}, map[string]nodeUsage{}, nil
+	c.pods, c.podsOn, c.used, c.placed, c.extra = nil, map[string][]*corev1.Pod{}, map[string]nodeUsage{}, nil, nil
 	for _, p := range pods {
 		if p.Spec.NodeName == "" || terminated(p) || skip.Has(p) {
 			continue
@@ -255,24 +256,26 @@ func (c *cluster) setPods(pods []*corev1.Pod, skip sets.Set[*corev1.Pod]) {
 
 // setPlaced takes the pods grouped by node, adding extra (assumed) pods.
 func (c *cluster) setPlaced(placed map[string]*NodePods, extra []*corev1.Pod) {
-	c.pods, c.used = nil, map[string]nodeUsage{}
+	c.pods, c.used, c.extra = nil, map[string]nodeUsage{}, nil
 	c.podsOn = make(map[string][]*corev1.Pod, len(placed))
-	c.placed = make(map[string]*NodePods, len(placed))
+	c.placed = placed
 	for node, np := range placed {
-		c.podsOn[node], c.placed[node] = np.Pods, np
+		c.podsOn[node] = np.Pods
 	}
 	for _, p := range extra {
 		if p.Spec.NodeName == "" || terminated(p) {
 			continue
 		}
 		node := p.Spec.NodeName
-		if _, whole := c.placed[node]; whole {
-			// A new slice: the snapshot's is shared.
-			c.podsOn[node] = append(append(make([]*corev1.Pod, 0, len(c.podsOn[node])+1), c.podsOn[node]...), p)
-			delete(c.placed, node)
-		} else {
-			c.podsOn[node] = append(c.podsOn[node], p)
+		if c.extra == nil {
+			c.extra = map[string][]*corev1.Pod{}
 		}
+		if c.extra[node] == nil && c.placed[node] != nil {
+			// A new slice: the snapshot's is shared.
+			c.podsOn[node] = append(make([]*corev1.Pod, 0, len(c.podsOn[node])+1), c.podsOn[node]...)
+		}
+		c.extra[node] = append(c.extra[node], p)
+		c.podsOn[node] = append(c.podsOn[node], p)
 	}
 }
 

@@ -155,6 +155,10 @@ type Store interface {
 	// allowed: the watch waits for it. Each matching write is delivered
 	// exactly once, with no gap between history and new writes.
 	//
+	// The values of delivered events may be shared between watchers (a
+	// write watched by a hundred watchers is not copied a hundred times):
+	// read them, never modify them.
+	//
 	// Slow-consumer policy: each watcher has a bounded buffer (see the
 	// backend); a watcher whose buffer is full when an event must be delivered
 	// is closed with ErrSlowConsumer instead of blocking writers or buffering

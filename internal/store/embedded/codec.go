@@ -159,17 +159,6 @@ func (r *logRecord) event(rev int64) store.Event {
 	return ev
 }
 
-// cloneEvent returns a deep copy of ev: every watcher owns its values.
-func cloneEvent(ev store.Event) store.Event {
-	ev.KV.Value = append([]byte{}, ev.KV.Value...)
-	if ev.PrevKV != nil {
-		p := *ev.PrevKV
-		p.Value = append([]byte{}, p.Value...)
-		ev.PrevKV = &p
-	}
-	return ev
-}
-
 // encodeRev encodes a meta revision.
 func encodeRev(rev int64) []byte { return revKey(rev) }
 

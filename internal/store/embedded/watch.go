@@ -173,7 +173,7 @@ func (w *watcher) loop(ctx context.Context) error {
 	for {
 		select {
 		case ev := <-w.live:
-			if !w.send(ctx, cloneEvent(ev)) {
+			if !w.send(ctx, ev) { // shared with the other watchers: see store.Store.Watch
 				return nil
 			}
 		case <-w.stop:
