@@ -128,8 +128,11 @@ func (s *Scheduler) proceed(ctx context.Context, pod *corev1.Pod, f *inflight) {
 	}
 	f.binding = true
 	s.mu.Unlock()
+	// With every slot taken, the worker waits: placing pods faster than
+	// they are bound only piles up assumed pods, which every later
+	// decision has to count.
+	s.bindSlots <- struct{}{}
 	s.binds.Go(func() {
-		s.bindSlots <- struct{}{}
 		defer func() { <-s.bindSlots }()
 		s.bind(ctx, pod, f)
 	})
