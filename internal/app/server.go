@@ -206,7 +206,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		Logger:               log,
 		Nodes:                s.nodeHandler,
 		SharedStore:          len(opts.Etcd.Endpoints) > 0,
-		ClientCAs:            secrets.CA.Pool(), // certs-wiring
+		ClientCAs:            secrets.CA.Pool(),
 	})
 	if err != nil {
 		ln.Close()
@@ -219,7 +219,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           api,
 		BaseContext:       func(net.Listener) context.Context { return serveCtx },
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: secrets.CA.Pool()}, // certs-wiring
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: secrets.CA.Pool()},
 		ReadHeaderTimeout: 30 * time.Second,
 		// Informers keep one watch per resource on one connection; upstream
 		// allows 1,000 streams per HTTP/2 connection (Go's default is 250).
@@ -262,7 +262,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		if err := startControllers(ctx, wg, inProcess, reg, log, opts.WithoutControllers, opts.Tuning); err != nil {
 			return err
 		}
-		if err := startCertificateControllers(ctx, wg, inProcess, secrets.CA, log); err != nil { // certs-wiring
+		if err := startCertificateControllers(ctx, wg, inProcess, secrets.CA, log); err != nil {
 			return err
 		}
 		return startIdentity(ctx, wg, inProcess, caPEM, log)
@@ -293,11 +293,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	kubeletTLS, err := kubeletClientTLS(secrets.CA) // certs-wiring
+	kubeletTLS, err := kubeletClientTLS(secrets.CA)
 	if err != nil {
 		return nil, err
 	}
-	s.remoteAgents.Store(&remoteAgents{client: nodesClient, token: token, tls: kubeletTLS}) // certs-wiring
+	s.remoteAgents.Store(&remoteAgents{client: nodesClient, token: token, tls: kubeletTLS})
 	if opts.Agent {
 		node, err := agent.New(inProcess, log, agent.Options{
 			NodeName: opts.NodeName, DataDir: filepath.Join(dir, "agent"),
