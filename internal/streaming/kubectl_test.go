@@ -82,7 +82,10 @@ current-context: c
 			// Under heavy load kubectl 1.32 once logged "Unknown stream id 1,
 			// discarding message" (its websocket client) before the command's
 			// stderr, with stdout complete: its own log lines are not the
-			// command's output. TODO: find out which frame it discarded.
+			// command's output. The frame it discarded is the empty "ready"
+			// message the server sends on stdout at once, as the kubelet
+			// does (websocket.go): it can arrive before kubectl has set up
+			// its stdout stream, and carries nothing.
 			stderr = kubectlLogLine.ReplaceAllString(stderr, "")
 			if stdout != "out\n" || !strings.HasPrefix(stderr, "err\n") || code != 3 {
 				t.Errorf("exec exit 3: stdout %q, stderr %q, exit %d; want out, err, 3", stdout, stderr, code)
