@@ -73,6 +73,10 @@ type Config struct {
 	// Bootstrap then leaves the repair of Service IP and port reservations
 	// to RepairServiceAllocations, which the leader runs.
 	SharedStore bool
+	// WatchHub serves watches through one store watch per resource (see
+	// watchHub): for a store in another process, such as etcd, where each
+	// store watch is sent its events separately.
+	WatchHub bool
 }
 
 // Server is the API server's HTTP handler.
@@ -82,6 +86,7 @@ type Server struct {
 	scheme  *runtime.Scheme
 	codecs  serializer.CodecFactory
 	objects *objects
+	hubs    *watchHubs
 	log     *slog.Logger
 
 	managersOnce sync.Once
@@ -105,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 		scheme:  cfg.Scheme,
 		codecs:  serializer.NewCodecFactory(cfg.Scheme), // lenient; each SerializerInfo also has a strict one
 		objects: newObjects(cfg.Store, cfg.Scheme),
+		hubs:    &watchHubs{st: cfg.Store, enabled: cfg.WatchHub, hubs: map[*registry.Resource]*watchHub{}},
 		log:     cfg.Logger,
 		ready:   make(chan struct{}),
 	}

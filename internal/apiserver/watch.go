@@ -88,7 +88,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req *request) err
 		initialObjs, ws.lastRev = objs, rev
 	}
 	ctx := r.Context()
-	wr, err := s.objects.store.Watch(ctx, prefix, ws.lastRev)
+	wr, err := s.hubs.watch(ctx, req.res, prefix, ws.lastRev)
 	if err != nil && !errors.Is(err, store.ErrCompacted) {
 		return err
 	}
@@ -147,7 +147,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, req *request) err
 				werr := wr.Err()
 				if errors.Is(werr, store.ErrSlowConsumer) {
 					// Resume from the last event this client has seen.
-					if wr, err = s.objects.store.Watch(ctx, prefix, ws.lastRev); err == nil {
+					if wr, err = s.hubs.watch(ctx, req.res, prefix, ws.lastRev); err == nil {
 						continue
 					}
 					if errors.Is(err, store.ErrCompacted) {

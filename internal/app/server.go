@@ -206,6 +206,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		Logger:               log,
 		Nodes:                s.nodeHandler,
 		SharedStore:          len(opts.Etcd.Endpoints) > 0,
+		WatchHub:             len(opts.Etcd.Endpoints) > 0,
 		ClientCAs:            secrets.CA.Pool(),
 	})
 	if err != nil {
