@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/moorage/moorage/internal/registry"
@@ -52,12 +51,7 @@ func (d *decoded) fieldSet() fields.Set {
 }
 
 // matches is sel.matches for a shared object.
-func (d *decoded) matches(sel selectors) bool {
-	if !sel.label.Empty() && !sel.label.Matches(labels.Set(m(d.obj).GetLabels())) {
-		return false
-	}
-	return sel.field.Empty() || sel.field.Matches(d.fieldSet())
-}
+func (d *decoded) matches(sel selectors) bool { return sel.matchesWith(d.obj, d.fieldSet) }
 
 // decodeCacheSize bounds the revisions kept: enough for a burst of writes
 // fanned out to watchers a little behind one another.

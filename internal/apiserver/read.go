@@ -100,13 +100,16 @@ func fieldSet(res *registry.Resource, obj runtime.Object) fields.Set {
 }
 
 func (sel selectors) matches(res *registry.Resource, obj runtime.Object) bool {
+	return sel.matchesWith(obj, func() fields.Set { return fieldSet(res, obj) })
+}
+
+// matchesWith is matches with obj's field set from fieldsOf, called only
+// when there is a field selector.
+func (sel selectors) matchesWith(obj runtime.Object, fieldsOf func() fields.Set) bool {
 	if !sel.label.Empty() && !sel.label.Matches(labels.Set(m(obj).GetLabels())) {
 		return false
 	}
-	if !sel.field.Empty() && !sel.field.Matches(fieldSet(res, obj)) {
-		return false
-	}
-	return true
+	return sel.field.Empty() || sel.field.Matches(fieldsOf())
 }
 
 // continueToken is the opaque paging token, as upstream shapes it.
