@@ -74,8 +74,9 @@ type Config struct {
 	// to RepairServiceAllocations, which the leader runs.
 	SharedStore bool
 	// WatchHub serves watches through one store watch per resource (see
-	// watchHub): for a store in another process, such as etcd, where each
-	// store watch is sent its events separately.
+	// watchHub) rather than one store watch per API watch. moorage always
+	// sets it: etcd sends each store watch its events separately, and on the
+	// embedded store too it costs less (docs/benchmarks.md, "Scale").
 	WatchHub bool
 }
 

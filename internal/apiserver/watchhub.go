@@ -12,7 +12,9 @@ import (
 // watchHub serves the API's watches on one resource from one store watch,
 // as upstream's watch cache does: on etcd, every API watch being its own
 // etcd watch made etcd send each change once per watcher (a hundred
-// kubelets watching their pods: every pod change a hundred times). The hub
+// kubelets watching their pods: every pod change a hundred times); on the
+// embedded store, one hub per resource also costs less than a store watcher
+// per API watch (docs/benchmarks.md, "Scale"). The hub
 // keeps the last hubHistory events, so a watch that starts at a revision
 // the hub has seen since it began is served from memory and then live;
 // older ones go to the store directly (which answers 410 Gone when

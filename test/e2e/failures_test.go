@@ -203,13 +203,16 @@ func TestFailures(t *testing.T) {
 		i := n + 2
 		dir := t.TempDir()
 		hostNginxSlim(t, dir)
-		p := startProc(t, name, l.machines[i], moorageBin, "agent", "--server", both, "--token", token, "--data-dir", dir,
-			"--node-name", name, "--listen", machineIP(i)+":10250")
+		// Cleanups run last first: the node is cleaned up (killall) after its
+		// agent has stopped, so that no running agent mounts a pod's volumes
+		// again behind killall's back (the data dir could not be removed).
 		t.Cleanup(func() {
 			if b, err := exec.Command(moorageBin, "killall", "--data-dir", dir).CombinedOutput(); err != nil {
 				t.Errorf("moorage killall: %v\n%s", err, b)
 			}
 		})
+		p := startProc(t, name, l.machines[i], moorageBin, "agent", "--server", both, "--token", token, "--data-dir", dir,
+			"--node-name", name, "--listen", machineIP(i)+":10250")
 		agents = append(agents, p)
 		// A restart must not join again (the token may be gone by then).
 		p.args = []string{moorageBin, "agent", "--data-dir", dir, "--node-name", name, "--listen", machineIP(i) + ":10250"}
