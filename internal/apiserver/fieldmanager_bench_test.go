@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 
 	"github.com/moorage/moorage/internal/registry"
 )
@@ -32,7 +33,7 @@ func BenchmarkManagedFields(b *testing.B) {
 			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp/pv-00001"}},
 			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 			StorageClassName:              "bench",
-			VolumeMode:                    ptrTo(corev1.PersistentVolumeFilesystem),
+			VolumeMode:                    ptr.To(corev1.PersistentVolumeFilesystem),
 		},
 		Status: corev1.PersistentVolumeStatus{Phase: corev1.VolumeAvailable},
 	}
@@ -42,8 +43,8 @@ func BenchmarkManagedFields(b *testing.B) {
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: qty}},
-			StorageClassName: ptrTo("bench"),
-			VolumeMode:       ptrTo(corev1.PersistentVolumeFilesystem),
+			StorageClassName: ptr.To("bench"),
+			VolumeMode:       ptr.To(corev1.PersistentVolumeFilesystem),
 		},
 		Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimPending},
 	}

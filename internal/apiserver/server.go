@@ -73,11 +73,6 @@ type Config struct {
 	// Bootstrap then leaves the repair of Service IP and port reservations
 	// to RepairServiceAllocations, which the leader runs.
 	SharedStore bool
-	// WatchHub serves watches through one store watch per resource (see
-	// watchHub) rather than one store watch per API watch. moorage always
-	// sets it: etcd sends each store watch its events separately, and on the
-	// embedded store too it costs less (docs/benchmarks.md, "Scale").
-	WatchHub bool
 }
 
 // Server is the API server's HTTP handler.
@@ -111,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 		scheme:  cfg.Scheme,
 		codecs:  serializer.NewCodecFactory(cfg.Scheme), // lenient; each SerializerInfo also has a strict one
 		objects: newObjects(cfg.Store, cfg.Scheme),
-		hubs:    &watchHubs{st: cfg.Store, enabled: cfg.WatchHub, hubs: map[*registry.Resource]*watchHub{}},
+		hubs:    &watchHubs{st: cfg.Store, hubs: map[*registry.Resource]*watchHub{}},
 		log:     cfg.Logger,
 		ready:   make(chan struct{}),
 	}

@@ -53,19 +53,17 @@ func (w *hubWatch) finish(err error) {
 	})
 }
 
-// watchHubs holds one hub per resource, made on first use; when not
-// enabled, watches go to the store directly.
+// watchHubs holds one hub per resource, made on first use.
 type watchHubs struct {
-	st      store.Store
-	enabled bool
-	mu      sync.Mutex
-	hubs    map[*registry.Resource]*watchHub
+	st   store.Store
+	mu   sync.Mutex
+	hubs map[*registry.Resource]*watchHub
 }
 
 // watch is store.Watch for res under prefix, through the resource's hub
 // when it can serve afterRevision.
 func (h *watchHubs) watch(ctx context.Context, res *registry.Resource, prefix string, afterRevision int64) (store.WatchResult, error) {
-	if !h.enabled || afterRevision == 0 {
+	if afterRevision == 0 {
 		return h.st.Watch(ctx, prefix, afterRevision)
 	}
 	h.mu.Lock()

@@ -31,7 +31,7 @@ func TestWatchHub(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	hubs := &watchHubs{st: st, enabled: true, hubs: map[*registry.Resource]*watchHub{}}
+	hubs := &watchHubs{st: st, hubs: map[*registry.Resource]*watchHub{}}
 	write := func(ns string, i int) int64 {
 		kv, err := st.Create(ctx, res.Key(ns, fmt.Sprintf("cm-%d", i)), []byte("v"))
 		if err != nil {

@@ -206,7 +206,6 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		Logger:               log,
 		Nodes:                s.nodeHandler,
 		SharedStore:          len(opts.Etcd.Endpoints) > 0,
-		WatchHub:             true,
 		ClientCAs:            secrets.CA.Pool(),
 	})
 	if err != nil {
